@@ -1,0 +1,61 @@
+"""G.711 mu-law <-> PCM16, the one codec module (audioop is gone in Python 3.13).
+
+Lookup tables make decode a single numpy index per frame; encode follows the ITU-T G.711 reference.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+SAMPLE_RATE = 8000
+FRAME_MS = 20
+FRAME_BYTES = SAMPLE_RATE * FRAME_MS // 1000  # 160 bytes of mu-law = 20 ms
+BYTES_PER_MS = SAMPLE_RATE // 1000
+SILENCE_BYTE = 0xFF
+
+_BIAS = 0x84
+_SEGMENT_ENDS = np.array([0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF], dtype=np.int32)
+
+
+def _build_decode_table() -> npt.NDArray[np.int16]:
+    codes = ~np.arange(256, dtype=np.int32) & 0xFF
+    sign = codes & 0x80
+    exponent = (codes >> 4) & 0x07
+    mantissa = codes & 0x0F
+    magnitude = (((mantissa << 3) + _BIAS) << exponent) - _BIAS
+    return np.where(sign != 0, -magnitude, magnitude).astype(np.int16)
+
+
+_DECODE = _build_decode_table()
+
+
+def decode(ulaw: bytes) -> npt.NDArray[np.int16]:
+    """mu-law bytes -> PCM16 samples."""
+    return _DECODE[np.frombuffer(ulaw, dtype=np.uint8)]
+
+
+def encode(pcm: npt.NDArray[np.int16]) -> bytes:
+    """PCM16 samples -> mu-law bytes (the Sun g711.c algorithm, bit-exact with CPython's audioop)."""
+    value = pcm.astype(np.int32) >> 2
+    mask = np.where(value < 0, 0x7F, 0xFF)
+    value = np.minimum(np.abs(value), 8159) + (_BIAS >> 2)
+    segment = np.searchsorted(_SEGMENT_ENDS, value, side="left")
+    code = np.where(segment >= 8, 0x7F, (segment << 4) | ((value >> (segment + 1)) & 0x0F))
+    return ((code ^ mask) & 0xFF).astype(np.uint8).tobytes()
+
+
+def duration_ms(ulaw: bytes) -> float:
+    return len(ulaw) / BYTES_PER_MS
+
+
+def frames(ulaw: bytes, size: int = FRAME_BYTES) -> list[bytes]:
+    """Cut audio into 20 ms frames; the last one is padded with silence so Twilio plays it whole."""
+    out = [ulaw[i : i + size] for i in range(0, len(ulaw), size)]
+    if out and len(out[-1]) < size:
+        out[-1] = out[-1] + bytes([SILENCE_BYTE]) * (size - len(out[-1]))
+    return out
+
+
+def silence(ms: int) -> bytes:
+    return bytes([SILENCE_BYTE]) * (ms * BYTES_PER_MS)

@@ -1,0 +1,109 @@
+"""Configuration from the environment and `.env`, one typed object per concern.
+
+Choosing an engine is configuration: `stt_engine`/`tts_engine`/`agent_engine` are "auto" by default,
+which picks the vendor when its key is set and the offline engine otherwise.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EngineChoice = Literal["auto", "vendor", "offline"]
+
+
+class InterruptionOptions(BaseModel):
+    """Barge-in: caller speech while agent audio is still unplayed."""
+
+    enabled: bool = True
+    min_speech_ms: int = 200  # shorter bursts (clicks, echo, "uh") never interrupt
+    vad_aggressiveness: int = 2  # webrtcvad 0..3
+    confirm_with_transcript: bool = False  # also require an STT word before clearing
+
+
+class EndpointingOptions(BaseModel):
+    """When a caller's turn is over."""
+
+    stt_endpointing_ms: int = 300
+    utterance_end_ms: int = 1000
+
+
+class SilenceOptions(BaseModel):
+    """What happens when the caller says nothing after the agent finished."""
+
+    reprompt_after_s: float = 8.0
+    max_reprompts: int = 2  # then goodbye and hang up
+    reprompt_text: str = "Are you still there?"
+    goodbye_text: str = "I haven't heard anything, so I'll end the call now. Goodbye!"
+
+
+class DrainOptions(BaseModel):
+    """SIGTERM behaviour: refuse new streams, let live calls finish."""
+
+    drain_timeout_s: float = 120.0
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", env_nested_delimiter="__", extra="ignore"
+    )
+
+    env: str = "local"
+    port: int = 8080
+    log_level: str = "INFO"
+    public_url: str = Field(default="", validation_alias=AliasChoices("PUBLIC_URL", "NGROK_URL"))
+
+    # Vendors: keys and base URLs (every vendor can be pointed at another host).
+    deepgram_api_key: SecretStr | None = None
+    deepgram_base_url: str = "wss://api.deepgram.com"
+    deepgram_model: str = "nova-3"
+    elevenlabs_api_key: SecretStr | None = None
+    elevenlabs_base_url: str = "https://api.elevenlabs.io"
+    elevenlabs_model: str = "eleven_flash_v2_5"
+    elevenlabs_voice_id: str = "21m00Tcm4TlvDq8ikWAM"
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str = "https://api.openai.com/v1"
+    openai_model: str = "gpt-4.1-mini"
+    openai_timeout_s: float = 10.0
+
+    stt_engine: EngineChoice = "auto"
+    tts_engine: EngineChoice = "auto"
+    agent_engine: EngineChoice = "auto"
+
+    # Data
+    redis_url: str = ""
+    aurora_dsn: str = ""
+    mcp_base: str = ""
+    cache_ttl_s: int = 900
+
+    # Security
+    twilio_auth_token: SecretStr | None = None
+    stream_token_secret: SecretStr | None = None
+    stream_token_ttl_s: int = 300
+    # Local development only: accept unsigned upgrades and tokens. Logged loudly at start-up.
+    insecure_skip_twilio_verification: bool = False
+
+    # Limits
+    max_ws_message_bytes: int = 64 * 1024
+
+    interruption: InterruptionOptions = InterruptionOptions()
+    endpointing: EndpointingOptions = EndpointingOptions()
+    silence: SilenceOptions = SilenceOptions()
+    drain: DrainOptions = DrainOptions()
+
+    default_greeting: str = "Hello! Thanks for calling. How can I help you today?"
+
+    def secret(self, name: Literal["twilio_auth_token", "stream_token_secret"]) -> str:
+        value: SecretStr | None = getattr(self, name)
+        return value.get_secret_value() if value else ""
+
+    def uses_vendor(self, choice: EngineChoice, key: SecretStr | None) -> bool:
+        return choice == "vendor" or (choice == "auto" and key is not None and bool(key.get_secret_value()))
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
