@@ -76,6 +76,14 @@ class Settings(BaseSettings):
     # Data
     redis_url: str = ""
     aurora_dsn: str = ""
+    # In AWS the DSN is composed from the cluster secret's fields, injected by ECS/Lambda.
+    db_host: str = ""
+    db_port: int = 5432
+    db_name: str = "voiceagent"
+    db_user: str = ""
+    db_password: SecretStr | None = None
+    # In Lambda: one Secrets Manager secret (JSON) holding the Twilio token, stream secret and vendor keys.
+    app_secret_arn: str = ""
     mcp_base: str = ""
     cache_ttl_s: int = 900
 
@@ -95,6 +103,15 @@ class Settings(BaseSettings):
     drain: DrainOptions = DrainOptions()
 
     default_greeting: str = "Hello! Thanks for calling. How can I help you today?"
+
+    def database_dsn(self) -> str:
+        if self.aurora_dsn or not self.db_host:
+            return self.aurora_dsn
+        password = self.db_password.get_secret_value() if self.db_password else ""
+        from urllib.parse import quote
+
+        return (f"postgresql://{quote(self.db_user)}:{quote(password)}@{self.db_host}:{self.db_port}/"
+                f"{self.db_name}?sslmode=require")
 
     def secret(self, name: Literal["twilio_auth_token", "stream_token_secret"]) -> str:
         value: SecretStr | None = getattr(self, name)
