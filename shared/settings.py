@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     port: int = 8080
     log_level: str = "INFO"
     public_url: str = Field(default="", validation_alias=AliasChoices("PUBLIC_URL", "NGROK_URL"))
+    # The wss:// URL Twilio opens (and signs); behind an ALB it cannot be read off the request.
+    stream_public_url: str = ""
 
     # Vendors: keys and base URLs (every vendor can be pointed at another host).
     deepgram_api_key: SecretStr | None = None

@@ -59,3 +59,24 @@ def frames(ulaw: bytes, size: int = FRAME_BYTES) -> list[bytes]:
 
 def silence(ms: int) -> bytes:
     return bytes([SILENCE_BYTE]) * (ms * BYTES_PER_MS)
+
+
+class FrameAssembler:
+    """Re-cuts audio arriving in arbitrary chunk sizes into whole 20 ms frames."""
+
+    def __init__(self, size: int = FRAME_BYTES) -> None:
+        self._size = size
+        self._pending = b""
+        self.total_bytes = 0
+
+    def push(self, chunk: bytes) -> list[bytes]:
+        self.total_bytes += len(chunk)
+        data = self._pending + chunk
+        whole = len(data) - len(data) % self._size
+        self._pending = data[whole:]
+        return [data[i : i + self._size] for i in range(0, whole, self._size)]
+
+    def flush(self) -> list[bytes]:
+        """The last partial frame, padded with silence."""
+        rest, self._pending = self._pending, b""
+        return frames(rest, self._size)

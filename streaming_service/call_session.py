@@ -1,0 +1,470 @@
+"""One live phone call: caller audio in, agent replies out, barge-in, silence, ending.
+
+Tasks, each with one owner and one job:
+- the socket reader (the WebSocket handler) feeds `on_media`, `on_mark`, `on_dtmf`, `on_stop`;
+- `_listen` turns transcript events into caller turns;
+- the reply task (at most one) runs the agent and speaks its sentences as they complete;
+- `_watch_silence` reprompts a quiet caller and ends the call after repeated silence.
+`_cancel_reply` is the one place a reply is stopped; `close` is the one place everything is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from shared import twilio_media as wire
+from shared.audio.mulaw import FrameAssembler
+from shared.settings import Settings
+from shared.structured_logging import bind_call, bind_turn
+from streaming_service.call_recorder import CallRecorder
+from streaming_service.engines.base import (
+    AgentEventKind,
+    AgentRuntime,
+    CallContext,
+    Conversation,
+    EngineError,
+    SpeechToText,
+    SpeechToTextStream,
+    TextToSpeech,
+    TranscriptKind,
+)
+from streaming_service.phrase_cache import PhraseCache
+from streaming_service.playback import PlaybackTracker
+from streaming_service.sentence_chunker import SentenceChunker
+from streaming_service.turn_metrics import TurnMetrics
+from streaming_service.voice_activity import CallerSpeechDetector
+
+log = logging.getLogger("voice_agent.call")
+
+APOLOGY_AGENT = "Sorry, I'm having a little trouble right now. Could you say that again?"
+APOLOGY_HEARING = "Sorry, I'm having trouble hearing you. Please bear with me."
+FILLER_WORDS = frozenset({"uh", "um", "uh-huh", "mhm", "mm", "hmm", "ok", "okay", "yeah", "right", "sure"})
+_DTMF_PAUSE_S = 1.5
+_END_WAIT_EXTRA_S = 3.0
+
+
+class Transport(Protocol):
+    """The socket to Twilio, as the session needs it."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    async def send_str(self, data: str) -> None: ...
+
+    async def close(self, *, code: int = 1000, message: bytes = b"") -> Any: ...
+
+
+@dataclass
+class Engines:
+    stt: SpeechToText
+    tts: TextToSpeech
+    agent: AgentRuntime
+
+
+class CallSession:
+    def __init__(self, call: CallContext, engines: Engines, transport: Transport, settings: Settings,
+                 recorder: CallRecorder, phrases: PhraseCache) -> None:
+        self.call = call
+        self.engines = engines
+        self.settings = settings
+        self.recorder = recorder
+        self.phrases = phrases
+        self.conversation = Conversation()
+        self.playback = PlaybackTracker()
+        self.vad = CallerSpeechDetector(settings.interruption.vad_aggressiveness,
+                                        settings.interruption.min_speech_ms)
+        self.state = "starting"
+        self.started_at = datetime.now(UTC)
+        self.turns: list[dict[str, Any]] = []
+        self.transcript: list[dict[str, Any]] = []
+        self.barge_ins = 0
+        self.clears_sent = 0
+        self._transport = transport
+        self._stt: SpeechToTextStream | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._reply: asyncio.Task[None] | None = None
+        self._reply_metrics: TurnMetrics | None = None
+        self._reply_committed = False  # the reply's full text is already in the conversation
+        self._reply_audio_started = False
+        self._pending_text: list[str] = []
+        self._turn_counter = 0
+        self._reprompts = 0
+        self._quiet_since = time.monotonic()
+        self._digits = ""
+        self._digit_task: asyncio.Task[None] | None = None
+        self._playback_idle = asyncio.Event()
+        self._playback_idle.set()
+        self._closed = False
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        bind_call(self.call.call_sid, self.call.tenant_id)
+        await self.recorder.call_started(self.call)
+        self._spawn(self._open_listener())
+        self._spawn(self._watch_silence())
+        greeting = str(self.call.tenant_settings.get("greeting") or self.settings.default_greeting)
+        self._start_reply(self._speak_fixed(greeting), TurnMetrics(turn=0))
+        self.state = "speaking"
+
+    async def close(self, reason: str) -> None:
+        """Stop everything; safe to call more than once and from any task."""
+        if self._closed:
+            return
+        self._closed = True
+        self.state = "ended"
+        await self._cancel_reply()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._stt is not None:
+            with contextlib.suppress(Exception):
+                await self._stt.close()
+        if self.call.outcome.action == "continue":
+            self.call.outcome.reason = reason
+        await self.recorder.call_ended(self.call)
+        log.info("call closed", extra={"reason": reason, "outcome": self.call.outcome.action,
+                                       "turns": len(self.turns), "barge_ins": self.barge_ins})
+
+    async def end_now(self, reason: str) -> None:
+        """End the call without waiting (shutdown past the drain time)."""
+        await self.close(reason)
+        with contextlib.suppress(Exception):
+            await self._transport.close(code=1001, message=b"going away")
+
+    # --- inbound events (called by the socket reader) -------------------------------------------
+
+    async def on_media(self, ulaw: bytes) -> None:
+        if self._closed:
+            return
+        update = self.vad.process(ulaw)
+        if update.voiced:
+            self._quiet_since = time.monotonic()
+        if self._stt is not None:
+            await self._stt.send_audio(ulaw)
+        if update.speech_confirmed and not self.settings.interruption.confirm_with_transcript:
+            await self._barge_in("caller speech")
+
+    def on_mark(self, name: str) -> None:
+        if self.playback.on_mark(name) is not None and not self.playback.pending:
+            self._playback_idle.set()
+            self._quiet_since = time.monotonic()
+
+    async def on_dtmf(self, digit: str) -> None:
+        await self._barge_in("keypad")
+        self._quiet_since = time.monotonic()
+        if digit == "#":
+            await self._submit_digits()
+            return
+        self._digits += digit
+        if self._digit_task is not None:
+            self._digit_task.cancel()
+        self._digit_task = self._spawn(self._digits_after_pause())
+
+    # --- listening ------------------------------------------------------------------------------
+
+    async def _open_listener(self) -> None:
+        try:
+            self._stt = await self.engines.stt.open_stream(self.call.call_sid)
+            await self._listen(self._stt)
+        except EngineError as exc:
+            log.error("speech recognition failed", extra={"vendor": exc.vendor, "error": str(exc)})
+            self.state = "ending"
+            self._start_reply(self._speak_fixed(APOLOGY_HEARING + " " + self.settings.silence.goodbye_text,
+                                                end_after=True), TurnMetrics(turn=self._turn_counter))
+
+    async def _listen(self, stream: SpeechToTextStream) -> None:
+        async for event in stream.events():
+            if event.kind is TranscriptKind.INTERIM and event.text.strip():
+                self._quiet_since = time.monotonic()
+                if self.settings.interruption.confirm_with_transcript and self.vad.speaking \
+                        and not _only_fillers(event.text):
+                    await self._barge_in("caller words")
+            elif event.kind is TranscriptKind.FINAL and event.text.strip():
+                self._pending_text.append(event.text.strip())
+                if event.speech_final:
+                    await self._close_caller_turn()
+            elif event.kind is TranscriptKind.UTTERANCE_END and self._pending_text:
+                await self._close_caller_turn()
+
+    async def _close_caller_turn(self) -> None:
+        text = " ".join(self._pending_text).strip()
+        self._pending_text.clear()
+        if not text or self._closed:
+            return
+        now = time.monotonic()
+        if self._agent_audible() and _only_fillers(text):
+            log.info("backchannel ignored", extra={"text": text})
+            return
+        await self._barge_in("caller turn")
+        self._reprompts = 0
+        await self._start_turn(text, speech_end_at=self.vad.last_voiced_at or now, transcript_at=now)
+
+    async def _start_turn(self, text: str, speech_end_at: float, transcript_at: float) -> None:
+        if self.call.ending:
+            return
+        await self._cancel_reply()  # a reply still thinking is superseded by the newer words
+        self._turn_counter += 1
+        bind_turn(self._turn_counter)
+        metrics = TurnMetrics(turn=self._turn_counter, user_text=text, speech_end_at=speech_end_at,
+                              transcript_at=transcript_at)
+        self._record("caller", text)
+        self._start_reply(self._respond(text, metrics), metrics)
+
+    # --- replying -----------------------------------------------------------------------------
+
+    def _start_reply(self, body: Awaitable[None], metrics: TurnMetrics) -> None:
+        self.playback.forget_heard()
+        self._reply_metrics = metrics
+        self._reply_committed = False
+        self._reply_audio_started = False
+        self.state = "thinking"
+        self._reply = asyncio.ensure_future(self._run_reply(body, metrics))
+
+    async def _run_reply(self, body: Awaitable[None], metrics: TurnMetrics) -> None:
+        try:
+            await body
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("reply failed")
+            metrics.errors.append("reply")
+        finally:
+            summary = metrics.log()
+            if metrics.speech_end_at is not None:
+                self.turns.append(summary)
+        if self.call.ending and not self._closed:
+            await self._finish_call()
+        elif not self._closed:
+            self.state = "listening"
+            self._quiet_since = time.monotonic()
+
+    async def _respond(self, user_text: str, metrics: TurnMetrics) -> None:
+        sentences: asyncio.Queue[str | None] = asyncio.Queue()
+        said: list[str] = []  # everything queued for speech, in order
+
+        def say(sentence: str) -> None:
+            said.append(sentence)
+            sentences.put_nowait(sentence)
+
+        async def think() -> None:
+            chunker = SentenceChunker()
+            metrics.agent_started_at = time.monotonic()
+            try:
+                async for event in self.engines.agent.run_turn(self.call, self.conversation, user_text):
+                    if event.kind is AgentEventKind.TEXT_DELTA and event.text:
+                        metrics.mark_first_token(time.monotonic())
+                        for sentence in chunker.push(event.text):
+                            say(sentence)
+                    elif event.kind is not AgentEventKind.TEXT_DELTA:
+                        log.info("agent event", extra={"kind": event.kind.value, "data": event.data})
+                for sentence in chunker.flush():
+                    say(sentence)
+                self._reply_committed = True
+            except EngineError as exc:
+                # The caller never waits in silence: say what we had, then a short apology.
+                log.error("agent failed", extra={"vendor": exc.vendor, "error": str(exc)})
+                metrics.errors.append(exc.vendor)
+                for sentence in [*chunker.flush(), APOLOGY_AGENT]:
+                    say(sentence)
+                self.conversation.add_assistant(" ".join(said))
+                self._reply_committed = True
+            finally:
+                sentences.put_nowait(None)
+
+        async def speak() -> None:
+            while (sentence := await sentences.get()) is not None:
+                await self._speak_sentence(sentence, metrics)
+
+        async with asyncio.TaskGroup() as group:
+            group.create_task(think())
+            group.create_task(speak())
+        self._record("agent", " ".join(said))
+
+    async def _speak_fixed(self, text: str, end_after: bool = False) -> None:
+        """A phrase that is not the agent's (greeting, reprompt, apology, goodbye)."""
+        self.conversation.add_assistant(text)
+        self._reply_committed = True
+        metrics = self._reply_metrics or TurnMetrics(turn=self._turn_counter)
+        voice = self._voice()
+        cached = self.phrases.get(self.engines.tts.name, voice, text)
+        source = _single(cached) if cached is not None else None
+        await self._speak_sentence(text, metrics, source=source, cache_as=None if cached else text)
+        self._record("agent", text)
+        if end_after:
+            self.call.end_call("ended after an unrecoverable problem")
+
+    async def _speak_sentence(self, text: str, metrics: TurnMetrics, source: AsyncIterator[bytes] | None = None,
+                              cache_as: str | None = None) -> None:
+        sentence = self.playback.begin_sentence(text)
+        frames = FrameAssembler()
+        metrics.mark_tts_start(time.monotonic())
+        audio = source if source is not None else self.engines.tts.synthesize(text, self._voice())
+        collected: list[bytes] = []
+        try:
+            async for chunk in audio:
+                metrics.mark_tts_first_byte(time.monotonic())
+                if cache_as is not None:
+                    collected.append(chunk)
+                for frame in frames.push(chunk):
+                    await self._send_frame(frame, sentence, metrics)
+            for frame in frames.flush():
+                await self._send_frame(frame, sentence, metrics)
+        except EngineError as exc:
+            log.error("speech synthesis failed", extra={"vendor": exc.vendor, "error": str(exc)})
+            metrics.errors.append(exc.vendor)
+        finally:
+            sentence.audio_ms = frames.total_bytes / 8
+        if sentence.first_sent_at is not None:
+            self._playback_idle.clear()
+            await self._send(wire.mark_message(self.call.stream_sid, sentence.mark))
+        else:
+            self.playback.on_mark(sentence.mark)  # nothing was sent; nothing to wait for
+        if cache_as is not None and collected:
+            self.phrases.put(self.engines.tts.name, self._voice(), cache_as, b"".join(collected))
+
+    async def _send_frame(self, frame: bytes, sentence: Any, metrics: TurnMetrics) -> None:
+        now = time.monotonic()
+        if sentence.first_sent_at is None:
+            sentence.first_sent_at = now
+        metrics.mark_first_frame(now)
+        self._reply_audio_started = True
+        self.state = "speaking"
+        await self._send(wire.media_message(self.call.stream_sid, frame))
+
+    # --- interruption -------------------------------------------------------------------------
+
+    def _agent_audible(self) -> bool:
+        return self.playback.pending or (self._reply is not None and not self._reply.done()
+                                          and self._reply_audio_started)
+
+    async def _barge_in(self, reason: str) -> None:
+        if not self.settings.interruption.enabled or self._closed or self.call.ending:
+            return  # a goodbye is never cut short: the call must still end
+        if not self._agent_audible():
+            return
+        metrics = self._reply_metrics
+        committed = self._reply_committed
+        await self._cancel_reply()  # producers first, so nothing new is queued behind the clear
+        await self._send(wire.clear_message(self.call.stream_sid))
+        self.clears_sent += 1
+        spoken, heard = self.playback.interrupt()
+        self._playback_idle.set()
+        if committed:
+            self.conversation.truncate_last_assistant(heard)
+        elif heard:
+            self.conversation.add_assistant(heard)
+        self.barge_ins += 1
+        if metrics is not None:
+            metrics.barge_in = True
+        self._record("agent", spoken, interrupted=True, heard=heard)
+        log.info("barge-in", extra={"reason": reason, "heard": heard})
+
+    async def _cancel_reply(self) -> None:
+        reply, self._reply = self._reply, None
+        if reply is not None and not reply.done() and reply is not asyncio.current_task():
+            reply.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reply
+
+    # --- silence, keypad, ending --------------------------------------------------------------------
+
+    async def _watch_silence(self) -> None:
+        options = self.settings.silence
+        while not self._closed:
+            await asyncio.sleep(0.1)
+            busy = (self._reply is not None and not self._reply.done()) or self.playback.pending \
+                or self.vad.speaking or bool(self._pending_text) or self.state == "ending"
+            if busy:
+                self._quiet_since = time.monotonic()
+                continue
+            if time.monotonic() - self._quiet_since < options.reprompt_after_s:
+                continue
+            self._quiet_since = time.monotonic()
+            if self._reprompts >= options.max_reprompts:
+                log.info("ending call after repeated silence")
+                self._start_reply(self._speak_fixed(options.goodbye_text), TurnMetrics(turn=self._turn_counter))
+                self.call.end_call("caller silent")
+                return
+            self._reprompts += 1
+            self._start_reply(self._speak_fixed(options.reprompt_text), TurnMetrics(turn=self._turn_counter))
+
+    async def _digits_after_pause(self) -> None:
+        await asyncio.sleep(_DTMF_PAUSE_S)
+        await self._submit_digits()
+
+    async def _submit_digits(self) -> None:
+        digits, self._digits = self._digits, ""
+        if digits:
+            now = time.monotonic()
+            await self._start_turn(f"(The caller pressed {' '.join(digits)} on the keypad.)",
+                                   speech_end_at=now, transcript_at=now)
+
+    async def _finish_call(self) -> None:
+        """End after the goodbye has played (its mark returned), or after a bounded wait."""
+        self.state = "ending"
+        remaining_s = self.playback.unplayed_ms() / 1000
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._playback_idle.wait(), timeout=remaining_s + _END_WAIT_EXTRA_S)
+        await self.close("call ended by agent")
+        with contextlib.suppress(Exception):
+            await self._transport.close(code=1000, message=b"call ended")
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    async def _send(self, message: str) -> None:
+        if self._transport.closed:
+            return  # a send after close is a no-op, never an error
+        try:
+            await self._transport.send_str(message)
+        except (ConnectionResetError, RuntimeError) as exc:
+            log.info("send after the socket went away", extra={"error": str(exc)})
+
+    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _voice(self) -> str | None:
+        voice = self.call.tenant_settings.get("voice_id")
+        return str(voice) if voice else None
+
+    def _record(self, role: str, text: str, interrupted: bool = False, heard: str | None = None) -> None:
+        if not text:
+            return
+        entry = {"role": role, "text": text, "at": datetime.now(UTC).isoformat(),
+                 "interrupted": interrupted, "heard": heard if interrupted else text}
+        self.transcript.append(entry)
+        self.recorder.transcript_turn(self.call, entry)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "call_sid": self.call.call_sid,
+            "stream_sid": self.call.stream_sid,
+            "tenant_id": self.call.tenant_id,
+            "state": self.state,
+            "started_at": self.started_at.isoformat(),
+            "turns": len(self.turns),
+            "barge_ins": self.barge_ins,
+            "last_turn": self.turns[-1] if self.turns else None,
+        }
+
+
+def _only_fillers(text: str) -> bool:
+    words = [w.strip(".,!?").lower() for w in text.split()]
+    return all(w in FILLER_WORDS for w in words if w)
+
+
+async def _single(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+

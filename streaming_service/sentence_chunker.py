@@ -1,0 +1,61 @@
+"""Cut an agent's streamed text into speakable pieces, each as soon as it is complete.
+
+The first sentence decides time to first audio, so a long opening clause is also cut at a comma once
+it is long enough. Abbreviations ("Dr.", "e.g.") and decimals ("3.5") do not end a sentence.
+"""
+
+from __future__ import annotations
+
+import re
+
+_ABBREVIATIONS = frozenset({"mr", "mrs", "ms", "dr", "st", "vs", "etc", "e.g", "i.e", "jr", "sr", "no", "approx"})
+_SENTENCE_END = re.compile(r"[.!?]+[\"')\]]*\s")
+_CLAUSE_END = re.compile(r"[,;:]\s")
+
+
+class SentenceChunker:
+    def __init__(self, min_clause_chars: int = 60, max_chars: int = 240) -> None:
+        self._buffer = ""
+        self._min_clause_chars = min_clause_chars
+        self._max_chars = max_chars
+
+    def push(self, delta: str) -> list[str]:
+        """Add streamed text; return the pieces that are now complete."""
+        self._buffer += delta
+        pieces: list[str] = []
+        while (piece := self._next_piece()) is not None:
+            if piece:
+                pieces.append(piece)
+        return pieces
+
+    def flush(self) -> list[str]:
+        """The end of the reply: whatever is left is the last piece."""
+        rest, self._buffer = self._buffer.strip(), ""
+        return [rest] if rest else []
+
+    def _next_piece(self) -> str | None:
+        for match in _SENTENCE_END.finditer(self._buffer):
+            if not self._is_false_end(match.start()):
+                return self._take(match.end())
+        if len(self._buffer) >= self._min_clause_chars:
+            clauses = [m for m in _CLAUSE_END.finditer(self._buffer) if m.end() >= self._min_clause_chars // 2]
+            if clauses:
+                return self._take(clauses[0].end())
+        if len(self._buffer) >= self._max_chars:
+            cut = self._buffer.rfind(" ", 0, self._max_chars)
+            return self._take(cut + 1 if cut > 0 else self._max_chars)
+        return None
+
+    def _is_false_end(self, index: int) -> bool:
+        if self._buffer[index] != ".":
+            return False
+        word = self._buffer[:index].rsplit(None, 1)[-1].lower() if self._buffer[:index].strip() else ""
+        word = word.lstrip("(\"'")
+        if word in _ABBREVIATIONS:
+            return True
+        # "3.5" never reaches here (no whitespace after the dot); a lone initial like "J." is a name.
+        return len(word) == 1 and word.isalpha()
+
+    def _take(self, end: int) -> str:
+        piece, self._buffer = self._buffer[:end].strip(), self._buffer[end:]
+        return piece

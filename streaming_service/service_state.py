@@ -1,0 +1,82 @@
+"""Process-wide state of the streaming service: live sessions, counters, draining."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.settings import Settings
+from streaming_service.call_recorder import CallRecorder
+from streaming_service.call_session import CallSession, Engines
+from streaming_service.phrase_cache import PhraseCache
+
+log = logging.getLogger("voice_agent.service")
+
+TenantSettingsLookup = Callable[[str], Awaitable[dict[str, Any]]]
+
+
+async def no_tenant_settings(tenant_id: str) -> dict[str, Any]:
+    return {}
+
+
+@dataclass
+class ServiceState:
+    settings: Settings
+    engines: Engines
+    recorder: CallRecorder
+    phrases: PhraseCache = field(default_factory=PhraseCache)
+    tenant_settings: TenantSettingsLookup = no_tenant_settings
+    sessions: dict[str, CallSession] = field(default_factory=dict)
+    connection_attempts: int = 0
+    rejected_connections: int = 0
+    active_connections: int = 0
+    protocol_errors: int = 0
+    calls_total: int = 0
+    draining: bool = False
+    _drained: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def register(self, session: CallSession) -> None:
+        self.sessions[session.call.call_sid] = session
+        self.calls_total += 1
+        self._drained.clear()
+
+    def unregister(self, session: CallSession) -> None:
+        if self.sessions.get(session.call.call_sid) is session:
+            del self.sessions[session.call.call_sid]
+        if not self.sessions:
+            self._drained.set()
+
+    def has_call(self, call_sid: str) -> bool:
+        return call_sid in self.sessions
+
+    def metrics(self) -> dict[str, Any]:
+        return {
+            "active_connections": self.active_connections,
+            "active_calls": len(self.sessions),
+            "connection_attempts": self.connection_attempts,
+            "rejected_connections": self.rejected_connections,
+            "protocol_errors": self.protocol_errors,
+            "calls_total": self.calls_total,
+            "barge_ins": sum(s.barge_ins for s in self.sessions.values()),
+            "draining": self.draining,
+        }
+
+    async def drain(self, timeout_s: float) -> int:
+        """Refuse new streams, let live calls finish; returns how many were still live at the end."""
+        self.draining = True
+        started = time.monotonic()
+        log.info("draining", extra={"live_calls": len(self.sessions), "timeout_s": timeout_s})
+        if self.sessions:
+            self._drained.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), timeout=timeout_s)
+        remaining = len(self.sessions)
+        for session in list(self.sessions.values()):
+            await session.end_now("service shutting down")
+        log.info("drained", extra={"cut_calls": remaining, "waited_s": round(time.monotonic() - started, 1)})
+        return remaining

@@ -1,0 +1,180 @@
+"""`WS /twilio-stream`: verify, read Twilio's messages, and feed one CallSession.
+
+Bad input never escapes this module: a forged signature is refused before the upgrade, a bad
+stream token closes with 1008, malformed messages are logged and skipped, an oversized one closes
+with 1009 (aiohttp's `max_msg_size`), and nothing here can touch another call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from aiohttp import WSCloseCode, WSMsgType, web
+from twilio.request_validator import RequestValidator
+
+from shared import twilio_media as wire
+from shared.stream_token import InvalidStreamToken, verify_stream_token
+from streaming_service.call_session import CallSession
+from streaming_service.engines.base import CallContext
+
+if TYPE_CHECKING:
+    from streaming_service.service_state import ServiceState
+
+log = logging.getLogger("voice_agent.stream")
+
+START_TIMEOUT_S = 10.0
+MAX_PROTOCOL_ERRORS = 200
+
+
+def stream_url_candidates(request: web.Request, configured: str) -> list[str]:
+    """The URL Twilio signed: the configured public stream URL, else this request's own URL."""
+    if configured:
+        return [configured]
+    forwarded = request.headers.get("X-Forwarded-Proto", "")
+    secure = request.secure or forwarded == "https"
+    host = request.headers.get("X-Forwarded-Host") or request.host
+    schemes = ["wss"] if secure else ["ws", "wss"]
+    return [f"{scheme}://{host}{request.path}" for scheme in schemes]
+
+
+def signature_ok(request: web.Request, state: ServiceState) -> bool:
+    if state.settings.insecure_skip_twilio_verification:
+        return True
+    token = state.settings.secret("twilio_auth_token")
+    signature = request.headers.get("X-Twilio-Signature", "")
+    if not token or not signature:
+        return False
+    validator = RequestValidator(token)
+    return any(validator.validate(url, {}, signature)
+               for url in stream_url_candidates(request, state.settings.stream_public_url))
+
+
+async def handle_twilio_stream(request: web.Request) -> web.StreamResponse:
+    state: ServiceState = request.app["state"]
+    state.connection_attempts += 1
+    if state.draining:
+        state.rejected_connections += 1
+        return web.json_response({"error": "draining"}, status=503)
+    if not signature_ok(request, state):
+        state.rejected_connections += 1
+        log.warning("stream upgrade refused: bad or missing X-Twilio-Signature",
+                    extra={"remote": request.remote})
+        return web.json_response({"error": "invalid signature"}, status=403)
+
+    ws = web.WebSocketResponse(max_msg_size=state.settings.max_ws_message_bytes)
+    await ws.prepare(request)
+    state.active_connections += 1
+    session: CallSession | None = None
+    try:
+        session = await _await_start(ws, state)
+        if session is not None:
+            await _pump(ws, session, state)
+    except Exception:
+        log.exception("stream handler failed")
+        await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"internal error")
+    finally:
+        state.active_connections -= 1
+        if session is not None:
+            await session.close("stream closed")
+            state.unregister(session)
+        if not ws.closed:
+            await ws.close()
+    return ws
+
+
+async def _await_start(ws: web.WebSocketResponse, state: ServiceState) -> CallSession | None:
+    """Read until `start`; verify its token; build the session."""
+    errors = 0
+    while True:
+        try:
+            msg = await asyncio.wait_for(ws.receive(), timeout=START_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("no start message in time")
+            await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"no start")
+            return None
+        if msg.type is not WSMsgType.TEXT:
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+                return None
+            continue
+        try:
+            event = wire.parse_inbound(msg.data)
+        except wire.ProtocolError as exc:
+            errors += 1
+            state.protocol_errors += 1
+            log.warning("malformed message before start", extra={"error": str(exc)})
+            if errors >= MAX_PROTOCOL_ERRORS:
+                await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many malformed messages")
+                return None
+            continue
+        if isinstance(event, wire.Start):
+            return await _open_session(ws, state, event)
+        if isinstance(event, wire.Stop):
+            return None
+        if not isinstance(event, wire.Connected):
+            log.info("message before start skipped", extra={"event": type(event).__name__})
+
+
+async def _open_session(ws: web.WebSocketResponse, state: ServiceState, start: wire.Start
+                        ) -> CallSession | None:
+    params = start.custom_parameters
+    tenant_id = params.get("tenant_id", "")
+    if not state.settings.insecure_skip_twilio_verification:
+        try:
+            verify_stream_token(state.settings.secret("stream_token_secret"), params.get("stream_token", ""),
+                                call_sid=start.call_sid, tenant_id=tenant_id)
+        except InvalidStreamToken as exc:
+            state.rejected_connections += 1
+            log.warning("stream refused: invalid stream token",
+                        extra={"reason": str(exc), "call_sid": start.call_sid[:40]})
+            await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"invalid stream token")
+            return None
+    if state.has_call(start.call_sid):
+        state.rejected_connections += 1
+        log.warning("stream refused: call already has a live stream", extra={"call_sid": start.call_sid})
+        await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"duplicate stream")
+        return None
+    call = CallContext(call_sid=start.call_sid, stream_sid=start.stream_sid, tenant_id=tenant_id,
+                       caller_number=params.get("caller", ""), dialled_number=params.get("dialled", ""),
+                       tenant_settings=await state.tenant_settings(tenant_id))
+    session = CallSession(call, state.engines, ws, state.settings, state.recorder, state.phrases)
+    state.register(session)
+    await session.start()
+    return session
+
+
+async def _pump(ws: web.WebSocketResponse, session: CallSession, state: ServiceState) -> None:
+    errors = 0
+    stream_sid = session.call.stream_sid
+    async for msg in ws:
+        if msg.type is not WSMsgType.TEXT:
+            if msg.type is WSMsgType.ERROR:
+                log.warning("socket error", extra={"error": str(ws.exception())})
+            continue
+        try:
+            event = wire.parse_inbound(msg.data)
+        except wire.ProtocolError as exc:
+            errors += 1
+            state.protocol_errors += 1
+            log.warning("malformed message skipped", extra={"error": str(exc)})
+            if errors >= MAX_PROTOCOL_ERRORS:
+                await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many malformed messages")
+                return
+            continue
+        if isinstance(event, wire.Connected | wire.Start):
+            log.warning("unexpected message mid-stream skipped", extra={"event": type(event).__name__})
+        elif event.stream_sid != stream_sid:
+            log.warning("message for another stream skipped")
+        elif isinstance(event, wire.Media):
+            await session.on_media(event.payload)
+        elif isinstance(event, wire.Mark):
+            session.on_mark(event.name)
+        elif isinstance(event, wire.Dtmf):
+            await session.on_dtmf(event.digit)
+        elif isinstance(event, wire.Stop):
+            log.info("twilio stopped the stream")
+            return
+    if ws.close_code == WSCloseCode.MESSAGE_TOO_BIG:
+        state.protocol_errors += 1
+        log.warning("oversized message: socket closed with 1009")

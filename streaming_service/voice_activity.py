@@ -1,0 +1,76 @@
+"""Caller speech detection for barge-in: webrtcvad on 20 ms frames plus a minimum duration.
+
+Echo, line clicks and short noises produce isolated voiced frames; only `min_speech_ms` of speech
+(allowing one-frame dropouts) counts as the caller talking.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import webrtcvad
+
+from shared.audio import mulaw
+
+_FRAME_MS = mulaw.FRAME_MS
+_MAX_GAP_FRAMES = 2  # voiced runs survive this many unvoiced frames
+
+
+@dataclass(frozen=True)
+class VadUpdate:
+    speech_confirmed: bool  # the caller has now spoken for min_speech_ms (edge, fires once per run)
+    speech_ended: bool  # a confirmed run just ended
+    voiced: bool
+
+
+class CallerSpeechDetector:
+    def __init__(self, aggressiveness: int = 2, min_speech_ms: int = 200,
+                 end_silence_ms: int = 300) -> None:
+        self._vad = webrtcvad.Vad(aggressiveness)
+        self._min_frames = max(1, min_speech_ms // _FRAME_MS)
+        self._end_frames = max(1, end_silence_ms // _FRAME_MS)
+        self._pending = b""
+        self._run_frames = 0
+        self._gap_frames = 0
+        self._confirmed = False
+        self.speaking = False
+        self.run_started_at: float | None = None  # monotonic time of the first voiced frame of the run
+        self.last_voiced_at: float | None = None  # monotonic arrival time of the last voiced frame
+
+    def process(self, ulaw: bytes, now: float | None = None) -> VadUpdate:
+        """Feed inbound caller audio (any length); returns what changed with it."""
+        now = time.monotonic() if now is None else now
+        self._pending += ulaw
+        confirmed = ended = voiced_any = False
+        while len(self._pending) >= mulaw.FRAME_BYTES:
+            frame, self._pending = self._pending[: mulaw.FRAME_BYTES], self._pending[mulaw.FRAME_BYTES :]
+            voiced = self._vad.is_speech(mulaw.decode(frame).tobytes(), mulaw.SAMPLE_RATE)
+            voiced_any |= voiced
+            c, e = self._step(voiced, now)
+            confirmed |= c
+            ended |= e
+        return VadUpdate(speech_confirmed=confirmed, speech_ended=ended, voiced=voiced_any)
+
+    def _step(self, voiced: bool, now: float) -> tuple[bool, bool]:
+        if voiced:
+            if self._run_frames == 0:
+                self.run_started_at = now
+            self._run_frames += 1 + self._gap_frames
+            self._gap_frames = 0
+            self.last_voiced_at = now
+            if not self._confirmed and self._run_frames >= self._min_frames:
+                self._confirmed = self.speaking = True
+                return True, False
+            return False, False
+        self._gap_frames += 1
+        if self._confirmed and self._gap_frames >= self._end_frames:
+            self._reset()
+            return False, True
+        if not self._confirmed and self._gap_frames > _MAX_GAP_FRAMES:
+            self._reset()
+        return False, False
+
+    def _reset(self) -> None:
+        self._run_frames = self._gap_frames = 0
+        self._confirmed = self.speaking = False
