@@ -7,7 +7,7 @@ from aiohttp import web
 from shared.settings import Settings
 from streaming_service.call_recorder import CallRecorder, LoggingCallRecorder
 from streaming_service.call_session import Engines
-from streaming_service.service_state import ServiceState, TenantSettingsLookup, no_tenant_settings
+from streaming_service.service_state import STATE, ServiceState, TenantSettingsLookup, no_tenant_settings
 from streaming_service.stream_handler import handle_twilio_stream
 
 SERVICE_NAME = "Programmable Voice Agent"
@@ -18,25 +18,25 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    state: ServiceState = request.app["state"]
+    state: ServiceState = request.app[STATE]
     if state.draining:
         return web.json_response({"status": "draining", "active_calls": len(state.sessions)}, status=503)
     return web.json_response({"status": "ready", "active_calls": len(state.sessions)})
 
 
 async def websocket_metrics(request: web.Request) -> web.Response:
-    return web.json_response(request.app["state"].metrics())
+    return web.json_response(request.app[STATE].metrics())
 
 
 async def websocket_status(request: web.Request) -> web.Response:
-    state: ServiceState = request.app["state"]
+    state: ServiceState = request.app[STATE]
     return web.json_response({"sessions": [s.snapshot() for s in state.sessions.values()]})
 
 
 def create_app(settings: Settings, engines: Engines, recorder: CallRecorder | None = None,
                tenant_settings: TenantSettingsLookup = no_tenant_settings) -> web.Application:
     app = web.Application(client_max_size=settings.max_ws_message_bytes)
-    app["state"] = ServiceState(settings=settings, engines=engines, recorder=recorder or LoggingCallRecorder(),
+    app[STATE] = ServiceState(settings=settings, engines=engines, recorder=recorder or LoggingCallRecorder(),
                                 tenant_settings=tenant_settings)
     app.router.add_get("/", health)
     app.router.add_get("/ready", ready)

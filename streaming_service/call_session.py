@@ -66,6 +66,7 @@ class Engines:
     stt: SpeechToText
     tts: TextToSpeech
     agent: AgentRuntime
+    stt_fallback: SpeechToText | None = None  # the offline recogniser, when `stt` is a vendor's
 
 
 class CallSession:
@@ -173,14 +174,22 @@ class CallSession:
     # --- listening ------------------------------------------------------------------------------
 
     async def _open_listener(self) -> None:
-        try:
-            self._stt = await self.engines.stt.open_stream(self.call.call_sid)
-            await self._listen(self._stt)
-        except EngineError as exc:
-            log.error("speech recognition failed", extra={"vendor": exc.vendor, "error": str(exc)})
-            self.state = "ending"
-            self._start_reply(self._speak_fixed(APOLOGY_HEARING + " " + self.settings.silence.goodbye_text,
-                                                end_after=True), TurnMetrics(turn=self._turn_counter))
+        recognisers = [r for r in (self.engines.stt, self.engines.stt_fallback) if r is not None]
+        for index, recogniser in enumerate(recognisers):
+            try:
+                self._stt = await recogniser.open_stream(self.call.call_sid)
+                await self._listen(self._stt)
+                return
+            except EngineError as exc:
+                log.error("speech recognition failed", extra={"vendor": exc.vendor, "error": str(exc),
+                                                             "fallback": index + 1 < len(recognisers)})
+                failed, self._stt = self._stt, None
+                if failed is not None:
+                    with contextlib.suppress(Exception):
+                        await failed.close()
+        # Nothing left to listen with: tell the caller rather than leave them talking to no one.
+        self._start_reply(self._speak_fixed(APOLOGY_HEARING + " " + self.settings.silence.goodbye_text,
+                                            end_after=True), TurnMetrics(turn=self._turn_counter))
 
     async def _listen(self, stream: SpeechToTextStream) -> None:
         async for event in stream.events():

@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiohttp import web
+
 from shared.settings import Settings
 from streaming_service.call_recorder import CallRecorder
 from streaming_service.call_session import CallSession, Engines
@@ -80,3 +82,6 @@ class ServiceState:
             await session.end_now("service shutting down")
         log.info("drained", extra={"cut_calls": remaining, "waited_s": round(time.monotonic() - started, 1)})
         return remaining
+
+
+STATE: web.AppKey[ServiceState] = web.AppKey("state", ServiceState)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
 
 from aiohttp import WSCloseCode, WSMsgType, web
 from twilio.request_validator import RequestValidator
@@ -18,9 +17,7 @@ from shared import twilio_media as wire
 from shared.stream_token import InvalidStreamToken, verify_stream_token
 from streaming_service.call_session import CallSession
 from streaming_service.engines.base import CallContext
-
-if TYPE_CHECKING:
-    from streaming_service.service_state import ServiceState
+from streaming_service.service_state import STATE, ServiceState
 
 log = logging.getLogger("voice_agent.stream")
 
@@ -52,7 +49,7 @@ def signature_ok(request: web.Request, state: ServiceState) -> bool:
 
 
 async def handle_twilio_stream(request: web.Request) -> web.StreamResponse:
-    state: ServiceState = request.app["state"]
+    state: ServiceState = request.app[STATE]
     state.connection_attempts += 1
     if state.draining:
         state.rejected_connections += 1

@@ -9,12 +9,16 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import webrtcvad
 
 from shared.audio import mulaw
 
 _FRAME_MS = mulaw.FRAME_MS
 _MAX_GAP_FRAMES = 2  # voiced runs survive this many unvoiced frames
+# webrtcvad keeps saying "speech" for ~80 ms after a burst (its hangover); frames that quiet are not
+# the caller talking, so a click followed by silence cannot add up to a barge-in.
+_MIN_RMS = 200.0
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,9 @@ class CallerSpeechDetector:
         confirmed = ended = voiced_any = False
         while len(self._pending) >= mulaw.FRAME_BYTES:
             frame, self._pending = self._pending[: mulaw.FRAME_BYTES], self._pending[mulaw.FRAME_BYTES :]
-            voiced = self._vad.is_speech(mulaw.decode(frame).tobytes(), mulaw.SAMPLE_RATE)
+            pcm = mulaw.decode(frame)
+            loud = float(np.sqrt(np.mean(pcm.astype(np.float32) ** 2))) >= _MIN_RMS
+            voiced = loud and self._vad.is_speech(pcm.tobytes(), mulaw.SAMPLE_RATE)
             voiced_any |= voiced
             c, e = self._step(voiced, now)
             confirmed |= c

@@ -1,0 +1,33 @@
+"""Speech that survives a TTS vendor failing: the offline voice says what the vendor could not."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from streaming_service.engines.base import EngineError, TextToSpeech
+
+log = logging.getLogger("voice_agent.tts")
+
+
+class FallbackTextToSpeech(TextToSpeech):
+    def __init__(self, primary: TextToSpeech, backup: TextToSpeech) -> None:
+        self.primary = primary
+        self.backup = backup
+        self.name = primary.name
+        self.fallbacks = 0
+
+    async def synthesize(self, text: str, voice_id: str | None = None) -> AsyncIterator[bytes]:
+        sent = 0
+        try:
+            async for chunk in self.primary.synthesize(text, voice_id):
+                sent += len(chunk)
+                yield chunk
+            return
+        except EngineError as exc:
+            self.fallbacks += 1
+            log.warning("tts vendor failed; offline voice takes over",
+                        extra={"vendor": exc.vendor, "error": str(exc), "bytes_before_failure": sent})
+        # The vendor's partial audio already played; the sentence is said again whole, so no words are lost.
+        async for chunk in self.backup.synthesize(text, None):
+            yield chunk

@@ -1,0 +1,42 @@
+"""Run an aiohttp app until SIGTERM/SIGINT, then drain live calls before exiting.
+
+Draining: `/ready` turns 503 at once (the load balancer stops sending new calls), new streams are
+refused, live calls get up to `drain.drain_timeout_s` to finish, then the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+
+from streaming_service.service_state import STATE, ServiceState
+
+log = logging.getLogger("voice_agent.server")
+
+
+async def serve_until_signalled(app: web.Application, host: str, port: int, drain_timeout_s: float,
+                                started: asyncio.Event | None = None) -> int:
+    """Serve; on SIGTERM drain and stop. Returns how many calls were cut at the drain deadline."""
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("serving", extra={"host": host, "port": port})
+    if started is not None:
+        started.set()
+    try:
+        await stop.wait()
+        log.info("signal received: draining")
+        state: ServiceState = app[STATE]
+        return await state.drain(drain_timeout_s)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await runner.cleanup()

@@ -1,0 +1,36 @@
+from streaming_service.sentence_chunker import SentenceChunker
+
+
+def stream(text, step=3):
+    chunker = SentenceChunker()
+    out = []
+    for i in range(0, len(text), step):
+        out += chunker.push(text[i:i + step])
+    return out + chunker.flush()
+
+
+def test_sentences_come_out_as_soon_as_they_end():
+    chunker = SentenceChunker()
+    assert chunker.push("Sure. I can ") == ["Sure."]
+    assert chunker.push("help with that! Wh") == ["I can help with that!"]
+    assert chunker.flush() == ["Wh"]
+
+
+def test_abbreviations_initials_and_decimals_do_not_split():
+    text = "Dr. Smith can see you at 3.30 pm. Ask for J. Doe, e.g. at the desk. Thanks!"
+    assert stream(text) == ["Dr. Smith can see you at 3.30 pm.", "Ask for J. Doe, e.g. at the desk.", "Thanks!"]
+
+
+def test_long_first_clause_is_cut_at_a_comma():
+    text = "I have looked at the calendar for the whole of next week and the week after, and Tuesday works"
+    out = stream(text)
+    assert out[0].endswith("after,") and len(out) == 2
+
+
+def test_very_long_text_without_punctuation_is_cut_at_a_space():
+    out = stream("word " * 100)
+    assert all(len(p) <= 240 for p in out) and " ".join(out).split() == ["word"] * 100
+
+
+def test_whitespace_only_yields_nothing():
+    assert stream("   ") == []
