@@ -1,0 +1,79 @@
+"""ElevenLabs text to speech over HTTP streaming (`elevenlabs` SDK), mu-law 8 kHz straight for Twilio.
+
+Each sentence is one `POST /v1/text-to-speech/{voice}/stream?output_format=ulaw_8000` request; the
+SDK does not retry streaming calls, so a failure surfaces at once and the session decides what to do.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from elevenlabs import AsyncElevenLabs
+from elevenlabs.core.api_error import ApiError
+
+from shared.settings import Settings
+from streaming_service.engines.base import EngineError, TextToSpeech
+
+log = logging.getLogger(__name__)
+
+VENDOR = "elevenlabs"
+# A stalled stream must not hold a caller in silence: bound each read, not the whole sentence.
+READ_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_S = 5.0
+STREAMING_LATENCY = 3  # max latency optimisations, text normaliser still on (4 mangles numbers)
+
+
+class ElevenLabsTextToSpeech(TextToSpeech):
+    name = "elevenlabs"
+
+    def __init__(self, settings: Settings) -> None:
+        key = settings.elevenlabs_api_key
+        self._model = settings.elevenlabs_model
+        self._default_voice = settings.elevenlabs_voice_id
+        # One pooled HTTP client per engine: the TLS handshake is paid once per process, not per sentence.
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S))
+        self._client = AsyncElevenLabs(
+            api_key=key.get_secret_value() if key else None,
+            base_url=settings.elevenlabs_base_url,
+            httpx_client=self._http,
+        )
+
+    async def synthesize(self, text: str, voice_id: str | None = None) -> AsyncIterator[bytes]:
+        if not text.strip():
+            return
+        stream = self._client.text_to_speech.stream(
+            voice_id=voice_id or self._default_voice,
+            text=text,
+            model_id=self._model,
+            output_format="ulaw_8000",
+            optimize_streaming_latency=STREAMING_LATENCY,
+        )
+        try:
+            async for chunk in stream:
+                if chunk:
+                    yield chunk
+        except ApiError as exc:
+            raise EngineError(VENDOR, f"HTTP {exc.status_code}: {_detail(exc.body)}") from exc
+        except httpx.HTTPError as exc:
+            # A connection dropped mid-body shows up here (RemoteProtocolError / ReadError): never
+            # let a cut stream pass for a short sentence.
+            raise EngineError(VENDOR, f"audio stream failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            # On cancellation or aclose this closes the response, which drops the connection.
+            await stream.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+def _detail(body: Any) -> str:
+    """The vendor's error message, e.g. `{"detail": {"status": "invalid_api_key", "message": …}}`."""
+    if isinstance(body, dict):
+        detail = body.get("detail", body)
+        if isinstance(detail, dict):
+            return str(detail.get("message") or detail.get("status") or detail)
+        return str(detail)
+    return str(body)[:200]
