@@ -96,6 +96,14 @@ class Settings(BaseSettings):
     # Local development only: accept unsigned upgrades and tokens. Logged loudly at start-up.
     insecure_skip_twilio_verification: bool = False
 
+    # Tool proxy (MCP): its caller token secret is separate from the stream token's, since stream
+    # tokens travel through Twilio.
+    tool_proxy_secret: SecretStr | None = None
+    tool_proxy_timeout_s: float = 5.0
+    tool_proxy_max_response_bytes: int = 64 * 1024
+    tool_proxy_allowed_networks: str = ""  # comma-separated CIDRs allowed despite the SSRF guard
+    tool_proxy_allowed_hosts: str = ""  # extra Host headers the MCP endpoint answers (custom domains)
+
     # Limits
     max_ws_message_bytes: int = 64 * 1024
 
@@ -115,7 +123,7 @@ class Settings(BaseSettings):
         return (f"postgresql://{quote(self.db_user)}:{quote(password)}@{self.db_host}:{self.db_port}/"
                 f"{self.db_name}?sslmode=require")
 
-    def secret(self, name: Literal["twilio_auth_token", "stream_token_secret"]) -> str:
+    def secret(self, name: Literal["twilio_auth_token", "stream_token_secret", "tool_proxy_secret"]) -> str:
         value: SecretStr | None = getattr(self, name)
         return value.get_secret_value() if value else ""
 
