@@ -67,10 +67,10 @@ async def _setup_tenant(admin_dsn: str, number: str) -> str:
 def bench_webhook(iterations: int) -> dict[str, Any]:
     from twilio.request_validator import RequestValidator
 
-    from shared.app_secrets import AppSecrets
     from functions.voice_webhook.handler import WebhookConfig, create_handler
     from functions.voice_webhook.tenancy_directory import TenancyCallDirectory
     from shared.apigw_adapter import LocalLambdaContext
+    from shared.app_secrets import AppSecrets
     from shared.settings import Settings
     from shared.tenancy.embedded import (
         app_dsn,

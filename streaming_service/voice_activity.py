@@ -19,6 +19,8 @@ _MAX_GAP_FRAMES = 2  # voiced runs survive this many unvoiced frames
 # webrtcvad keeps saying "speech" for ~80 ms after a burst (its hangover); frames that quiet are not
 # the caller talking, so a click followed by silence cannot add up to a barge-in.
 _MIN_RMS = 200.0
+_MIN_ENERGY = int(_MIN_RMS**2 * mulaw.FRAME_BYTES)  # sum of squares over one frame
+_SQUARES = mulaw.decode(bytes(range(256))).astype(np.int64) ** 2  # one lookup per byte, no float maths
 
 
 @dataclass(frozen=True)
@@ -49,9 +51,8 @@ class CallerSpeechDetector:
         confirmed = ended = voiced_any = False
         while len(self._pending) >= mulaw.FRAME_BYTES:
             frame, self._pending = self._pending[: mulaw.FRAME_BYTES], self._pending[mulaw.FRAME_BYTES :]
-            pcm = mulaw.decode(frame)
-            loud = float(np.sqrt(np.mean(pcm.astype(np.float32) ** 2))) >= _MIN_RMS
-            voiced = loud and self._vad.is_speech(pcm.tobytes(), mulaw.SAMPLE_RATE)
+            loud = int(_SQUARES[np.frombuffer(frame, dtype=np.uint8)].sum()) >= _MIN_ENERGY
+            voiced = loud and self._vad.is_speech(mulaw.decode(frame).tobytes(), mulaw.SAMPLE_RATE)
             voiced_any |= voiced
             c, e = self._step(voiced, now)
             confirmed |= c

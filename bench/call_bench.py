@@ -1,0 +1,246 @@
+"""Concurrent simulated calls against the streaming service; the pipeline's own overhead.
+
+The service, the vendor fakes and the simulated callers each run in their own process, so the
+service's CPU and memory are its own. Each call: greeting, one turn,
+then a barge-in over the second reply, then hang up.
+
+Reported per scenario (calls x vendor delays):
+- overhead p50/p95: caller speech end -> first reply frame, minus the configured vendor delays
+  (STT endpointing + LLM first token + TTS first byte), as the service measures it (its turn logs),
+  and as the caller measures it (which adds the bench's own scheduling on a shared 2-core machine);
+- barge-in p95: first frame of the interrupting speech sent -> `clear` received;
+- CPU seconds per call-minute and RSS per call of the service process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from shared.call_simulator import SimulatedCall
+from shared.stream_token import mint_stream_token
+from tests.e2e.conftest import STREAM_SECRET, TWILIO_TOKEN, free_port
+from tests.fakes.speech_marker import marked_speech
+
+ROOT = Path(__file__).resolve().parent.parent
+MIN_SPEECH_MS = 200
+
+
+@dataclass(frozen=True)
+class Delays:
+    name: str
+    endpointing_ms: int
+    llm_first_token_ms: int
+    tts_first_byte_ms: int
+
+    @property
+    def total_ms(self) -> int:
+        return self.endpointing_ms + self.llm_first_token_ms + self.tts_first_byte_ms
+
+
+ZERO = Delays("zero", 10, 0, 0)
+REALISTIC = Delays("realistic", 300, 350, 250)
+
+
+@dataclass
+class CallResult:
+    voice_to_voice_ms: list[float] = field(default_factory=list)
+    barge_in_ms: list[float] = field(default_factory=list)
+    duration_s: float = 0.0
+    error: str = ""
+
+
+def _proc_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def _proc_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def _one_call(ws_url: str, http: aiohttp.ClientSession, delays: Delays, start_after_s: float) -> CallResult:
+    await asyncio.sleep(start_after_s)
+    result = CallResult()
+    began = time.monotonic()
+    sim = SimulatedCall(ws_url, custom_parameters={}, auth_token=TWILIO_TOKEN, http=http)
+    sim.custom_parameters = {"tenant_id": "bench", "caller": "+15550001111",
+                             "stream_token": mint_stream_token(STREAM_SECRET, "bench", sim.call_sid)}
+    try:
+        await sim.connect()
+        await sim.wait_for_agent(since=0, timeout_s=30)
+        for line in ("I would like to book a haircut", "Do you have anything on Friday"):
+            spoken_at = await sim.say(marked_speech(line))
+            await _wait_first_audio(sim, spoken_at)
+            first = sim.first_audio_after(spoken_at)
+            assert first is not None
+            result.voice_to_voice_ms.append((first - spoken_at) * 1000 - delays.total_ms)
+            if line.startswith("Do you"):
+                await asyncio.sleep(0.8)  # let the reply play a little, then talk over it
+                interrupt_at = time.monotonic()
+                sim.say_nowait(marked_speech("Sorry what was that"))
+                await _wait(lambda at=interrupt_at: bool(sim.clears_after(at)), 5)  # type: ignore[misc]
+                result.barge_in_ms.append((sim.clears_after(interrupt_at)[0] - interrupt_at) * 1000)
+            await sim.wait_for_agent(since=spoken_at, timeout_s=30)
+    except Exception as exc:  # a failed call is a figure, not a crash of the bench
+        result.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        await sim.hang_up()
+        result.duration_s = time.monotonic() - began
+    return result
+
+
+async def _wait(predicate, timeout_s: float) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met")
+        await asyncio.sleep(0.005)
+
+
+async def _wait_first_audio(sim: SimulatedCall, since: float) -> None:
+    await _wait(lambda: sim.first_audio_after(since) is not None, 20)
+
+
+def _start_fakes(delays: Delays) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    fakes = subprocess.Popen([sys.executable, "-m", "tests.fakes.serve_fakes",
+                              "--llm-first-token-ms", str(delays.llm_first_token_ms),
+                              "--tts-first-byte-ms", str(delays.tts_first_byte_ms)],
+                             cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert fakes.stdout is not None
+    return fakes, json.loads(fakes.stdout.readline())
+
+
+def _server_turns(log_path: Path) -> list[dict[str, float]]:
+    """The service's own per-turn figures, from its JSON log lines."""
+    turns = []
+    for line in log_path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        metrics = entry.get("metrics")
+        if entry.get("message") == "turn complete" and metrics and metrics.get("turn", 0) > 0:
+            turns.append(metrics)
+    return turns
+
+
+async def run_scenario(calls: int, delays: Delays) -> dict[str, object]:
+    fakes, urls = _start_fakes(delays)
+    port = free_port()
+    env = {**os.environ, "PORT": str(port), "LOG_LEVEL": "INFO",
+           "DEEPGRAM_API_KEY": urls["deepgram_key"], "DEEPGRAM_BASE_URL": urls["deepgram"],
+           "ELEVENLABS_API_KEY": urls["elevenlabs_key"], "ELEVENLABS_BASE_URL": urls["elevenlabs"],
+           "OPENAI_API_KEY": urls["openai_key"], "OPENAI_BASE_URL": urls["openai"], "OPENAI_MODEL": "fake-model",
+           "TWILIO_AUTH_TOKEN": TWILIO_TOKEN, "STREAM_TOKEN_SECRET": STREAM_SECRET,
+           "ENDPOINTING__STT_ENDPOINTING_MS": str(delays.endpointing_ms),
+           "INTERRUPTION__MIN_SPEECH_MS": str(MIN_SPEECH_MS)}
+    log_path = ROOT / ".bench" / f"service-{calls}-{delays.name}.log"
+    log_path.parent.mkdir(exist_ok=True)
+    with log_path.open("w") as log_file:
+        server = await asyncio.create_subprocess_exec(sys.executable, "-m", "streaming_service", cwd=ROOT, env=env,
+                                                      stdout=subprocess.DEVNULL, stderr=log_file)
+    try:
+        async with aiohttp.ClientSession() as http:
+            await _wait_ready(http, port)
+            rss_idle = _proc_rss_mb(server.pid)
+            cpu_before = _proc_cpu_s(server.pid)
+            fakes_cpu_before = _proc_cpu_s(fakes.pid)
+            bench_cpu_before = time.process_time()
+            wall_before = time.monotonic()
+            peak_rss = [rss_idle]
+
+            async def sample_rss() -> None:
+                while True:
+                    peak_rss.append(_proc_rss_mb(server.pid))
+                    await asyncio.sleep(0.5)
+
+            sampler = asyncio.create_task(sample_rss())
+            ws_url = f"ws://127.0.0.1:{port}/twilio-stream"
+            stagger_s = min(5.0, 0.1 * calls)
+            results = await asyncio.gather(*(_one_call(ws_url, http, delays, stagger_s * i / max(1, calls))
+                                             for i in range(calls)))
+            sampler.cancel()
+            cpu_s = _proc_cpu_s(server.pid) - cpu_before
+            fakes_cpu_s = _proc_cpu_s(fakes.pid) - fakes_cpu_before
+            bench_cpu_s = time.process_time() - bench_cpu_before
+            wall_s = time.monotonic() - wall_before
+    finally:
+        server.terminate()
+        await asyncio.wait_for(server.wait(), timeout=30)
+        fakes.terminate()
+        fakes.wait(timeout=10)
+    client_v2v = [v for r in results for v in r.voice_to_voice_ms]
+    turns = [t for t in _server_turns(log_path) if t.get("voice_to_voice_ms") is not None and not t.get("barge_in")]
+    server_v2v = [t["voice_to_voice_ms"] - delays.total_ms for t in turns]
+    # The pipeline's own time: voice-to-voice minus what the vendors (fakes) actually took this time.
+    own = [t["voice_to_voice_ms"] - t["stt_ms"] - t["llm_ttft_ms"] - t["tts_ttfb_ms"] for t in turns
+           if None not in (t.get("stt_ms"), t.get("llm_ttft_ms"), t.get("tts_ttfb_ms"))]
+    barge = [v for r in results for v in r.barge_in_ms]
+    call_minutes = sum(r.duration_s for r in results) / 60
+    return {
+        "calls": calls, "delays": delays.name, "errors": sum(1 for r in results if r.error),
+        "overhead_p50_ms": round(_pct(server_v2v, 0.5), 1), "overhead_p95_ms": round(_pct(server_v2v, 0.95), 1),
+        "pipeline_own_p50_ms": round(_pct(own, 0.5), 1), "pipeline_own_p95_ms": round(_pct(own, 0.95), 1),
+        "caller_side_overhead_p50_ms": round(_pct(client_v2v, 0.5), 1),
+        "caller_side_overhead_p95_ms": round(_pct(client_v2v, 0.95), 1),
+        "barge_in_p50_ms": round(_pct(barge, 0.5), 1), "barge_in_p95_ms": round(_pct(barge, 0.95), 1),
+        "cpu_s_per_call_minute": round(cpu_s / call_minutes, 2) if call_minutes else None,
+        "rss_idle_mb": round(rss_idle, 1),
+        "cpu_share_service_fakes_callers": [round(x / wall_s, 2) for x in (cpu_s, fakes_cpu_s, bench_cpu_s)],
+        "rss_per_call_mb": round((max(peak_rss) - rss_idle) / calls, 2),
+        "first_error": next((r.error for r in results if r.error), ""),
+    }
+
+
+async def _wait_ready(http: aiohttp.ClientSession, port: int) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            async with http.get(f"http://127.0.0.1:{port}/ready") as response:
+                if response.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.2)
+    raise RuntimeError("the service did not become ready")
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, object]]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--calls", type=int, nargs="*", default=[1, 10, 50])
+    parser.add_argument("--delays", choices=["zero", "realistic", "both"], default="both")
+    args = parser.parse_args(argv)
+    chosen = {"zero": [ZERO], "realistic": [REALISTIC], "both": [ZERO, REALISTIC]}[args.delays]
+    rows = []
+    for delays in chosen:
+        for calls in args.calls:
+            row = asyncio.run(run_scenario(calls, delays))
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    print(f"targets: overhead p95 <= 20 ms at 50 calls; barge-in p95 <= {MIN_SPEECH_MS + 50} ms; <= 10 MB per call")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
