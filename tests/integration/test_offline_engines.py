@@ -1,0 +1,101 @@
+"""The offline engines end to end: espeak-ng speaks mu-law 8 kHz, pocketsphinx hears it back.
+
+No network and no keys. Audio is synthesised, never recorded, so the results are reproducible.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.offline_stt_wer import measure_wer, synthesise_call_audio, transcribe
+from shared.audio import mulaw
+from streaming_service.engines.base import TranscriptKind
+from streaming_service.engines.offline_stt import OfflineSpeechToText
+from streaming_service.engines.offline_tts import OfflineTextToSpeech
+
+# Measured with bench/offline_stt_wer.py: 20.7% in a fresh process; 21-26% when other synthesis ran
+# first (espeak's pitch flutter carries state between calls). The margin covers that drift.
+MAX_DOMAIN_WER = 0.35
+
+
+async def _collect(tts: OfflineTextToSpeech, text: str) -> list[bytes]:
+    return [chunk async for chunk in tts.synthesize(text)]
+
+
+async def test_tts_speaks_a_sentence_as_mulaw_8khz_of_plausible_length() -> None:
+    audio = b"".join(await _collect(OfflineTextToSpeech(cache_max_chars=0), "Thanks for calling, how can I help?"))
+    # 7 words at 160 wpm is about 2.6 s: anything between 1.5 and 5 s is speech at a sane rate
+    # (a sample-rate mix-up would be off by 2.75x either way).
+    assert 1500 < mulaw.duration_ms(audio) < 5000
+    pcm = mulaw.decode(audio)
+    assert abs(pcm.astype(int)).max() > 4000  # speech, not silence
+
+
+async def test_tts_streams_long_text_in_several_chunks() -> None:
+    text = ("Your haircut is booked for tomorrow at three in the afternoon. "
+            "We will send you a reminder. Is there anything else I can help you with?")
+    chunks = await _collect(OfflineTextToSpeech(), text)
+    assert len(chunks) > 3
+    assert mulaw.duration_ms(b"".join(chunks)) > 5000
+
+
+async def test_tts_serves_a_short_fixed_phrase_from_cache() -> None:
+    tts = OfflineTextToSpeech()
+    await tts.warm(["Sorry, I didn't catch that."])
+    assert tts.cache_hits == 0
+    first = b"".join(await _collect(tts, "Sorry, I didn't catch that."))
+    second = b"".join(await _collect(tts, "Sorry, I didn't catch that."))
+    assert tts.cache_hits == 2
+    assert first == second and len(first) > 0
+
+
+async def test_tts_stops_when_the_consumer_stops_and_keeps_working() -> None:
+    tts = OfflineTextToSpeech(cache_max_chars=0)
+    stream = tts.synthesize("This sentence is long enough to be cut off part of the way through it.")
+    first = await anext(stream)
+    await stream.aclose()  # a barge-in: espeak is told to abort on its next callback
+    assert first
+    assert b"".join(await _collect(tts, "Still here.")), "espeak must be usable after a cancel"
+
+
+@pytest.mark.parametrize(
+    ("spoken", "accepted"),
+    [
+        ("i'd like to book a haircut tomorrow at three", {"i'd like to book a haircut tomorrow at three"}),
+        ("goodbye", {"goodbye"}),
+        ("no thank you", {"no thank you"}),
+        ("yes", {"yes", "yeah"}),  # espeak's "yes" is often heard as "yeah": same answer
+    ],
+)
+async def test_stt_recognises_synthesised_domain_phrases_through_the_stream(
+    spoken: str, accepted: set[str]
+) -> None:
+    audio = await synthesise_call_audio(OfflineTextToSpeech(), spoken)
+    text, kinds = await transcribe(OfflineSpeechToText(), audio)
+    assert text in accepted
+    assert kinds[0] is TranscriptKind.SPEECH_STARTED
+    assert kinds[-2:] == [TranscriptKind.FINAL, TranscriptKind.UTTERANCE_END]
+    if len(spoken.split()) > 2:
+        assert TranscriptKind.INTERIM in kinds[1:-2]  # interims arrive while the caller speaks
+
+
+async def test_stt_final_closes_the_turn_and_silence_produces_nothing() -> None:
+    stt = OfflineSpeechToText()
+    stream = await stt.open_stream("CA-test")
+    for frame in mulaw.frames(mulaw.silence(2000)):
+        await stream.send_audio(frame)
+    audio = await synthesise_call_audio(OfflineTextToSpeech(), "what are your hours")
+    for frame in mulaw.frames(audio):
+        await stream.send_audio(frame)
+    await stream.close()
+    await stream.close()  # idempotent
+    events = [event async for event in stream.events()]
+    finals = [e for e in events if e.kind is TranscriptKind.FINAL]
+    assert [e.text for e in finals] == ["what are your hours"]
+    assert finals[0].speech_final
+    assert [e.kind for e in events].count(TranscriptKind.SPEECH_STARTED) == 1
+
+
+async def test_stt_word_error_rate_on_the_domain_phrase_set() -> None:
+    report = await measure_wer()
+    assert report.wer <= MAX_DOMAIN_WER, f"WER {report.wer:.1%}"
