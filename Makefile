@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory system-deps
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,infra]'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -36,5 +36,37 @@ run serve: setup
 bench: setup
 	$(PY) -m bench.run_all
 
+migrate: setup
+	$(VENV)/bin/voice-agent db migrate
+
+# --- AWS (infra/, see infra/README.md). No Docker, account or network needed for synth. ---
+ENV ?= dev
+CDK_CLI_VERSION ?= 2.1148.1
+CDK := JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20 node_modules/.bin/cdk
+CDK_ARGS ?=
+
+node_modules/.bin/cdk:
+	npm install --no-save --no-audit --no-fund --silent aws-cdk@$(CDK_CLI_VERSION)
+
+synth: setup node_modules/.bin/cdk
+	$(CDK) synth --quiet -c env=$(ENV) $(CDK_ARGS)
+
+# The Lambda layer for Lambda's platform (manylinux x86_64, CPython 3.12); pins come from pyproject.toml.
+# python3.12 Lambdas run on Amazon Linux 2023 (glibc 2.34), so newer manylinux tags are accepted too:
+# some pinned wheels no longer ship a manylinux2014 build.
+layer: setup
+	rm -rf build/layer && mkdir -p build/layer/python
+	$(PY) -m infra.layer_requirements > build/layer/requirements.txt
+	$(PY) -m pip install -q --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 \
+	  --platform manylinux_2_34_x86_64 --implementation cp --python-version 3.12 \
+	  --only-binary=:all: -r build/layer/requirements.txt -t build/layer/python
+	rm -rf $(addprefix build/layer/python/,$(shell $(PY) -c 'from infra.layer_requirements import PROVIDED_BY_RUNTIME as p; print(*p)' 2>/dev/null))
+	find build/layer/python -name __pycache__ -prune -exec rm -rf {} +
+	@du -sh build/layer/python
+
+# make deploy ENV=prod CDK_ARGS="-c certificate_arn=arn:aws:acm:... -c domain_name=voice.example.com"
+deploy: setup layer node_modules/.bin/cdk
+	$(CDK) deploy --all -c env=$(ENV) --require-approval broadening $(CDK_ARGS)
+
 clean:
-	rm -rf $(VENV) cdk.out .data .bench
+	rm -rf $(VENV) cdk.out .data .bench build

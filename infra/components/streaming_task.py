@@ -1,0 +1,129 @@
+"""The Fargate task of the streaming service: the app container (image built from the Dockerfile at
+deploy time) and an X-Ray daemon sidecar for aws-xray-sdk's segments."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_ecr_assets as ecr_assets
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_secretsmanager as secretsmanager
+from constructs import Construct
+
+from infra.components.app_secret import APP_SECRET_FIELDS
+from infra.components.log_retention import retention_days
+from infra.components.nag import ANY_RESOURCE, acknowledge
+from infra.lambda_assets import REPO_ROOT
+
+CONTAINER_NAME = "app"
+CONTAINER_PORT = 8080
+XRAY_DAEMON_IMAGE = "public.ecr.aws/xray/aws-xray-daemon:3.x"
+DRAIN_MARGIN_S = 5  # the service finishes its drain this long before ECS sends SIGKILL
+
+
+class StreamingTask(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        cpu: int,
+        memory_mib: int,
+        stop_timeout_s: int,
+        log_retention_days: int,
+        environment: Mapping[str, str],
+        app_secret: secretsmanager.ISecret,
+        db_secret: secretsmanager.ISecret,
+        redis_url_secret: secretsmanager.ISecret,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.log_group = logs.LogGroup(
+            self, "Logs", retention=retention_days(log_retention_days), removal_policy=RemovalPolicy.DESTROY
+        )
+        self.definition = ecs.FargateTaskDefinition(
+            self,
+            "Definition",
+            cpu=cpu,
+            memory_limit_mib=memory_mib,
+            runtime_platform=ecs.RuntimePlatform(
+                cpu_architecture=ecs.CpuArchitecture.X86_64,
+                operating_system_family=ecs.OperatingSystemFamily.LINUX,
+            ),
+        )
+        self.app = self.definition.add_container(
+            CONTAINER_NAME,
+            # Staged into cdk.out at synth; built and pushed only by `cdk deploy` (needs Docker there).
+            image=ecs.ContainerImage.from_asset(
+                str(REPO_ROOT), file="streaming_service/Dockerfile", platform=ecr_assets.Platform.LINUX_AMD64
+            ),
+            port_mappings=[ecs.PortMapping(container_port=CONTAINER_PORT, protocol=ecs.Protocol.TCP)],
+            # ECS drains the ALB target first, then sends SIGTERM; the service then refuses new streams and
+            # lets live calls finish for up to stop_timeout before SIGKILL.
+            stop_timeout=Duration.seconds(stop_timeout_s),
+            environment={
+                "PORT": str(CONTAINER_PORT),
+                "DRAIN__DRAIN_TIMEOUT_S": str(stop_timeout_s - DRAIN_MARGIN_S),
+                "AWS_XRAY_DAEMON_ADDRESS": "127.0.0.1:2000",
+                **environment,
+            },
+            secrets={
+                **{name: ecs.Secret.from_secrets_manager(app_secret, name) for name in APP_SECRET_FIELDS},
+                "DB_HOST": ecs.Secret.from_secrets_manager(db_secret, "host"),
+                "DB_PORT": ecs.Secret.from_secrets_manager(db_secret, "port"),
+                "DB_USER": ecs.Secret.from_secrets_manager(db_secret, "username"),
+                "DB_PASSWORD": ecs.Secret.from_secrets_manager(db_secret, "password"),
+                "REDIS_URL": ecs.Secret.from_secrets_manager(redis_url_secret),
+            },
+            logging=ecs.LogDrivers.aws_logs(stream_prefix="streaming", log_group=self.log_group),
+            health_check=ecs.HealthCheck(
+                command=[
+                    "CMD",
+                    "python",
+                    "-c",
+                    f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{CONTAINER_PORT}/ready', "
+                    "timeout=3)",
+                ],
+                interval=Duration.seconds(15),
+                timeout=Duration.seconds(5),
+                retries=3,
+                start_period=Duration.seconds(30),
+            ),
+            essential=True,
+        )
+        xray = self.definition.add_container(
+            "xray-daemon",
+            image=ecs.ContainerImage.from_registry(XRAY_DAEMON_IMAGE),
+            cpu=32,
+            memory_reservation_mib=64,
+            port_mappings=[ecs.PortMapping(container_port=2000, protocol=ecs.Protocol.UDP)],
+            logging=ecs.LogDrivers.aws_logs(stream_prefix="xray", log_group=self.log_group),
+            essential=False,  # losing traces must never end calls
+        )
+        self.app.add_container_dependencies(
+            ecs.ContainerDependency(container=xray, condition=ecs.ContainerDependencyCondition.START)
+        )
+        self.definition.task_role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "xray:PutTraceSegments",
+                    "xray:PutTelemetryRecords",
+                    "xray:GetSamplingRules",
+                    "xray:GetSamplingTargets",
+                ],
+                resources=["*"],
+            )
+        )
+        acknowledge(
+            self.definition,
+            "AwsSolutions-IAM5",
+            "X-Ray write and sampling actions support no resource-level permissions.",
+            findings=(ANY_RESOURCE,),
+        )
+        acknowledge(
+            self.definition,
+            "AwsSolutions-ECS2",
+            "Only non-secret settings are plain environment variables; every secret is injected via `secrets`.",
+        )
