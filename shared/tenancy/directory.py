@@ -1,0 +1,52 @@
+"""Cache-aside lookups of who a call belongs to: number → tenant + settings, and tenant → settings.
+
+Reads go Redis first, then Postgres (and refill Redis). Admin changes call `invalidate_tenant` /
+`invalidate_number` after their transaction commits, so the next read sees the new settings.
+The number key is global (the tenant is what we are looking up); everything else is per tenant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from uuid import UUID
+
+from shared.tenancy.cache import JsonCache
+from shared.tenancy.database import TenantDatabase
+from shared.tenancy.models import TenantProfile
+
+
+class TenantDirectory:
+    def __init__(self, db: TenantDatabase, cache: JsonCache) -> None:
+        self.db = db
+        self.cache = cache
+
+    def _number_key(self, e164: str) -> str:
+        return self.cache.key("number", e164)
+
+    def _profile_key(self, tenant_id: UUID) -> str:
+        return self.cache.tenant_key(tenant_id, "profile")
+
+    async def resolve_number(self, e164: str) -> TenantProfile | None:
+        """The webhook's first question: whose number was dialled? None for an unknown number."""
+        cached = await self.cache.get_json(self._number_key(e164))
+        if cached is not None:
+            return TenantProfile.from_json(cached)
+        profile = await self.db.resolve_number(e164)
+        if profile is not None:
+            await self.cache.set_json(self._number_key(e164), profile.to_json())
+        return profile
+
+    async def tenant_profile(self, tenant_id: UUID) -> TenantProfile | None:
+        cached = await self.cache.get_json(self._profile_key(tenant_id))
+        if cached is not None:
+            return TenantProfile.from_json(cached)
+        profile = await self.db.tenant_profile(tenant_id)
+        if profile is not None:
+            await self.cache.set_json(self._profile_key(tenant_id), profile.to_json())
+        return profile
+
+    async def invalidate_tenant(self, tenant_id: UUID, numbers: Iterable[str]) -> bool:
+        return await self.cache.delete(self._profile_key(tenant_id), *(self._number_key(n) for n in numbers))
+
+    async def invalidate_number(self, e164: str) -> bool:
+        return await self.cache.delete(self._number_key(e164))
