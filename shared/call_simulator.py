@@ -236,3 +236,57 @@ class SimulatedCall:
                     await self._send(self._builder.mark(name))
         self.close_code = self._ws.close_code
         self.closed.set()
+
+
+@dataclass
+class DialledCall:
+    """A call placed the way Twilio places it: `/voice`, the TwiML's stream, then `<Connect action>`."""
+
+    call: SimulatedCall
+    twiml: str
+    action_url: str
+    form: dict[str, str]
+    after_stream_twiml: str = ""
+
+
+def _signed_headers(auth_token: str, url: str, form: dict[str, str]) -> dict[str, str]:
+    signature = RequestValidator(auth_token).compute_signature(url, form)
+    return {"X-Twilio-Signature": signature, "Content-Type": "application/x-www-form-urlencoded"}
+
+
+async def dial(base_url: str, *, to: str, from_: str, auth_token: str, http: aiohttp.ClientSession,
+               speed: float = 1.0) -> DialledCall:
+    """POST `/voice` as Twilio does and open the stream the TwiML asks for."""
+    import xml.etree.ElementTree as ElementTree
+
+    call_sid = "CA" + uuid.uuid4().hex
+    form = {"CallSid": call_sid, "AccountSid": "AC" + "0" * 32, "From": from_, "To": to,
+            "CallStatus": "ringing", "Direction": "inbound", "ApiVersion": "2010-04-01"}
+    url = base_url.rstrip("/") + "/voice"
+    async with http.post(url, data=form, headers=_signed_headers(auth_token, url, form)) as response:
+        twiml = await response.text()
+        if response.status != 200:
+            raise RuntimeError(f"/voice answered {response.status}: {twiml[:200]}")
+    root = ElementTree.fromstring(twiml)
+    connect = root.find("Connect")
+    stream = connect.find("Stream") if connect is not None else None
+    if connect is None or stream is None:
+        raise RuntimeError(f"the webhook did not connect a stream: {twiml[:300]}")
+    parameters = {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
+    stream_url = stream.get("url", "")
+    # Locally the TwiML may name a wss:// URL on a plain-HTTP server; Twilio signs what the TwiML says.
+    connect_url = stream_url if base_url.startswith("https") else stream_url.replace("wss://", "ws://", 1)
+    simulated = SimulatedCall(connect_url, custom_parameters=parameters, call_sid=call_sid, auth_token=auth_token,
+                              signed_url=stream_url, speed=speed, http=http)
+    return DialledCall(simulated, twiml, connect.get("action", ""), form)
+
+
+async def after_stream(dialled: DialledCall, auth_token: str, http: aiohttp.ClientSession) -> str:
+    """Once the service closed the stream, Twilio requests the `<Connect action>` URL."""
+    if not dialled.action_url:
+        return ""
+    form = {**dialled.form, "CallStatus": "in-progress"}
+    headers = _signed_headers(auth_token, dialled.action_url, form)
+    async with http.post(dialled.action_url, data=form, headers=headers) as response:
+        dialled.after_stream_twiml = await response.text()
+    return dialled.after_stream_twiml

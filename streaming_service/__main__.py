@@ -5,23 +5,41 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from shared.settings import get_settings
+from shared.settings import Settings, get_settings
 from shared.structured_logging import configure_logging
 from streaming_service.app import create_app
+from streaming_service.data_layer import ServiceData
 from streaming_service.engines.factory import build_engines, describe
 from streaming_service.server import serve_until_signalled
+
+log = logging.getLogger("voice_agent")
+
+
+async def run(settings: Settings) -> int:
+    engines = build_engines(settings)
+    log.info("engines", extra=describe(engines))
+    data = None
+    if settings.database_dsn():
+        data = await ServiceData.connect(settings.database_dsn(), settings.redis_url, settings.cache_ttl_s)
+    else:
+        log.warning("no database configured: calls run on default settings and are not recorded")
+    app = create_app(settings, engines, recorder=data.recorder if data else None,
+                     tenant_settings=data.tenant_settings() if data else None)
+    if data is not None:
+        data.mount_tenant_api(app)
+    try:
+        return await serve_until_signalled(app, "0.0.0.0", settings.port, settings.drain.drain_timeout_s)
+    finally:
+        if data is not None:
+            await data.close()
 
 
 def main() -> None:
     settings = get_settings()
     configure_logging(settings.log_level)
     if settings.insecure_skip_twilio_verification:
-        logging.getLogger("voice_agent").warning(
-            "INSECURE: Twilio signature and stream token checks are OFF (local development only)")
-    engines = build_engines(settings)
-    logging.getLogger("voice_agent").info("engines", extra=describe(engines))
-    app = create_app(settings, engines)
-    asyncio.run(serve_until_signalled(app, "0.0.0.0", settings.port, settings.drain.drain_timeout_s))
+        log.warning("INSECURE: Twilio signature and stream token checks are OFF (local development only)")
+    asyncio.run(run(settings))
 
 
 if __name__ == "__main__":

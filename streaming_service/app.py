@@ -34,10 +34,10 @@ async def websocket_status(request: web.Request) -> web.Response:
 
 
 def create_app(settings: Settings, engines: Engines, recorder: CallRecorder | None = None,
-               tenant_settings: TenantSettingsLookup = no_tenant_settings) -> web.Application:
+               tenant_settings: TenantSettingsLookup | None = None) -> web.Application:
     app = web.Application(client_max_size=settings.max_ws_message_bytes)
     app[STATE] = ServiceState(settings=settings, engines=engines, recorder=recorder or LoggingCallRecorder(),
-                                tenant_settings=tenant_settings)
+                                tenant_settings=tenant_settings or no_tenant_settings)
     app.router.add_get("/", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/websocket-metrics", websocket_metrics)

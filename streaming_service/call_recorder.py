@@ -20,6 +20,9 @@ class CallRecorder(Protocol):
     def transcript_turn(self, call: CallContext, entry: dict[str, Any]) -> None:
         """Must not block: buffer and write in the background."""
 
+    async def history_updated(self, call: CallContext, items: list[dict[str, Any]]) -> None:
+        """The conversation changed (a turn ended, or a barge-in cut it): keep it outside this process."""
+
     async def call_ended(self, call: CallContext) -> None:
         """Persist the outcome the `<Connect action>` callback reads, and flush the transcript."""
 
@@ -33,6 +36,9 @@ class LoggingCallRecorder:
 
     def transcript_turn(self, call: CallContext, entry: dict[str, Any]) -> None:
         log.info("transcript", extra={"role": entry["role"], "interrupted": entry["interrupted"]})
+
+    async def history_updated(self, call: CallContext, items: list[dict[str, Any]]) -> None:
+        return None
 
     async def call_ended(self, call: CallContext) -> None:
         self.outcomes[call.call_sid] = {"action": call.outcome.action, "transfer_to": call.outcome.transfer_to,

@@ -251,6 +251,7 @@ class CallSession:
             summary = metrics.log()
             if metrics.speech_end_at is not None:
                 self.turns.append(summary)
+            self._save_history()
         if self.call.ending and not self._closed:
             await self._finish_call()
         elif not self._closed:
@@ -373,6 +374,7 @@ class CallSession:
         elif heard:
             self.conversation.add_assistant(heard)
         self.barge_ins += 1
+        self._save_history()
         if metrics is not None:
             metrics.barge_in = True
         self._record("agent", spoken, interrupted=True, heard=heard)
@@ -443,6 +445,16 @@ class CallSession:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+    def _save_history(self) -> None:
+        self._spawn(self._guarded(self.recorder.history_updated(self.call, list(self.conversation.items))))
+
+    @staticmethod
+    async def _guarded(work: Awaitable[None]) -> None:
+        try:
+            await work
+        except Exception as exc:  # history outside the process is a convenience, never a reason to fail
+            log.warning("history not saved", extra={"error": type(exc).__name__})
 
     def _voice(self) -> str | None:
         voice = self.call.tenant_settings.get("voice_id")
