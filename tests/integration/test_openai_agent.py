@@ -94,7 +94,9 @@ async def test_request_has_voice_instructions_tools_and_model(
     system = fake.system_prompts[0]
     assert system.startswith("You are the receptionist at Luigi's.")
     assert "Ciao, Luigi's!" in system and "markdown" in system
-    assert {t["function"]["name"] for t in body["tools"]} == {"end_call", "transfer_to_human"}
+    # The general agent's tools and handoffs (streaming_service/agents); the call tools are on every agent.
+    assert {t["function"]["name"] for t in body["tools"]} == {
+        "end_call", "transfer_to_human", "business_info", "transfer_to_triage", "transfer_to_booking"}
     assert fake.headers[0]["Authorization"] == "Bearer sk-test"
 
 

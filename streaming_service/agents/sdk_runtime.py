@@ -1,0 +1,138 @@
+"""One AgentRuntime for the Agents SDK, whatever the model: the same agents, handoffs and tools run on
+OpenAI (engines/openai_agent.py) or on the rule-based offline policy (offline_policy/offline_runtime.py).
+
+One turn = one `Runner.run_streamed` over the call's history (trimmed to a token budget), starting at
+the call's current agent. Text deltas go out as they arrive so TTS can start on the first sentence;
+tool and handoff items are reported for logs and metrics. Any failure of the run is an EngineError
+naming the vendor, which is what the offline fallback switches on.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from agents import Model, RunConfig, Runner, StreamEvent, TResponseInputItem
+from agents.items import HandoffOutputItem, ToolCallItem, ToolCallOutputItem
+from openai.types.responses import ResponseTextDeltaEvent
+
+from streaming_service.agents.booking_store import BookingStore
+from streaming_service.agents.definitions import ENTRY_AGENT, build_agents
+from streaming_service.agents.history_budget import trim_history
+from streaming_service.agents.tenant_tools import TenantToolServers
+from streaming_service.agents.turn_context import AgentTurnContext
+from streaming_service.engines.base import (
+    AgentEvent,
+    AgentEventKind,
+    AgentRuntime,
+    CallContext,
+    Conversation,
+    EngineError,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_MODEL_CALLS_PER_TURN = 8  # handoff → tool → answer...: a caller never waits on a long chain
+DEFAULT_HISTORY_BUDGET_TOKENS = 6000
+
+
+class AgentsSdkRuntime(AgentRuntime):
+    vendor = "agents"
+
+    def __init__(self, *, bookings: BookingStore | None = None, tenant_tools: TenantToolServers | None = None,
+                 clock: Callable[[], datetime] | None = None, timeout_s: float | None = None,
+                 history_budget_tokens: int = DEFAULT_HISTORY_BUDGET_TOKENS) -> None:
+        self.bookings = bookings
+        self.tenant_tools = tenant_tools
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._timeout_s = timeout_s
+        self._history_budget_tokens = history_budget_tokens
+        self._run_config = RunConfig(tracing_disabled=True)
+
+    @abc.abstractmethod
+    def model_for(self, call: CallContext) -> Model:
+        """The model that plays the agents for this call."""
+
+    async def run_turn(self, call: CallContext, conversation: Conversation, user_text: str
+                       ) -> AsyncIterator[AgentEvent]:
+        conversation.add_user(user_text)
+        history = trim_history(conversation.items, self._history_budget_tokens)
+        turn = AgentTurnContext(call=call, now=self._clock(), bookings=self.bookings, history=history)
+        servers = await self.tenant_tools.servers_for(call) if self.tenant_tools else []
+        agents = build_agents(self.model_for(call), servers)
+        agent = agents.get(call.current_agent) or agents[ENTRY_AGENT]
+        result = Runner.run_streamed(agent, cast(list[TResponseInputItem], list(history)), context=turn,
+                                     max_turns=MAX_MODEL_CALLS_PER_TURN, run_config=self._run_config)
+        # An async generator at runtime (typed as an iterator): closed explicitly when we stop early.
+        events = cast(AsyncGenerator[StreamEvent, None], result.stream_events())
+        tool_names: dict[str, str] = {}
+        finished = False
+        try:
+            while True:
+                event = await self._next_event(events)
+                if event is None:
+                    break
+                translated = _translate(event, tool_names)
+                if translated is not None:
+                    yield translated
+            conversation.replace(cast(list[dict[str, Any]], result.to_input_list()))
+            call.current_agent = result.last_agent.name
+            finished = True
+        finally:
+            if not finished:
+                # Barge-in, consumer gone or failure: stop the model call; the conversation keeps the
+                # user item and the session adds what the caller actually heard.
+                result.cancel()
+                await events.aclose()
+
+    async def _next_event(self, events: AsyncIterator[StreamEvent]) -> StreamEvent | None:
+        """The next SDK event, or None at the end. A vendor client's timeout applies per read and is
+        retried, so a silent server would cost twice the timeout; bound the wait here instead."""
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                return await anext(events)
+        except StopAsyncIteration:
+            return None
+        except TimeoutError as exc:
+            raise EngineError(self.vendor, f"no response within {self._timeout_s:g} s") from exc
+        except Exception as exc:  # APIError, ModelBehaviorError, a cut stream, MaxTurnsExceeded...
+            raise EngineError(self.vendor, f"{type(exc).__name__}: {exc}") from exc
+
+    async def release_call(self, call: CallContext) -> None:
+        """Free what this call holds (its MCP session). Call once when the call ends."""
+        if self.tenant_tools is not None:
+            await self.tenant_tools.release(call.call_sid)
+
+    async def aclose(self) -> None:
+        if self.tenant_tools is not None:
+            await self.tenant_tools.aclose()
+
+
+def _translate(event: StreamEvent, tool_names: dict[str, str]) -> AgentEvent | None:
+    if event.type == "raw_response_event":
+        if isinstance(event.data, ResponseTextDeltaEvent) and event.data.delta:
+            return AgentEvent(AgentEventKind.TEXT_DELTA, event.data.delta)
+        return None
+    if event.type != "run_item_stream_event":
+        return None
+    item = event.item
+    if isinstance(item, ToolCallItem):
+        raw = item.raw_item
+        name = str(getattr(raw, "name", "") or "")
+        call_id = str(getattr(raw, "call_id", "") or "")
+        tool_names[call_id] = name
+        return AgentEvent(AgentEventKind.TOOL_CALL, data={
+            "name": name, "call_id": call_id, "arguments": str(getattr(raw, "arguments", "") or "")})
+    if isinstance(item, ToolCallOutputItem):
+        raw_out: Any = item.raw_item
+        call_id = str(raw_out.get("call_id", "") if isinstance(raw_out, dict) else "")
+        return AgentEvent(AgentEventKind.TOOL_RESULT, data={
+            "name": tool_names.get(call_id, ""), "call_id": call_id, "output": str(item.output)})
+    if isinstance(item, HandoffOutputItem):
+        return AgentEvent(AgentEventKind.HANDOFF, data={
+            "from": item.source_agent.name, "to": item.target_agent.name})
+    return None
