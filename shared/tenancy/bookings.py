@@ -97,6 +97,11 @@ async def create_booking(
                     return _booking(row)
             availability = await _availability(conn, tenant_id, resource, starts_at, ends_at, now=now)
             if not availability.available:
+                # A concurrent retry with the same key may have committed between our key lookup and the
+                # availability check (READ COMMITTED): then the slot is "taken" by this very booking.
+                if idempotency_key is not None and (row := await conn.fetchrow(
+                        f"SELECT {_COLUMNS} FROM bookings WHERE idempotency_key = $1", idempotency_key)):
+                    return _booking(row)
                 raise SlotUnavailableError(availability.reason, availability.alternatives)
             row = await conn.fetchrow(
                 f"""INSERT INTO bookings (resource, starts_at, ends_at, customer_name, customer_phone, notes,

@@ -125,3 +125,17 @@ async def test_list_bookings_pages_by_cursor(db: TenantDatabase, make_tenant) ->
     page3 = await bookings.list_bookings(db, tenant.tenant_id, limit=2, after=(page2[-1].starts_at, page2[-1].id))
     assert [len(p) for p in (page1, page2, page3)] == [2, 2, 1]
     assert len({b.id for b in page1 + page2 + page3}) == 5
+
+
+
+
+async def test_racing_first_attempts_with_one_key_all_get_the_booking(db: TenantDatabase, make_tenant) -> None:
+    """No booking exists yet and retries race: the losers must get the winner's booking back, never a
+    'slot taken' for their own booking (the key is re-read after the availability check fails)."""
+    tenant = await make_tenant()
+    for round_ in range(6):
+        start = NINE + timedelta(hours=round_)
+        results = await asyncio.gather(*(bookings.book_idempotent(
+            db, tenant.tenant_id, f"CArace{round_}", starts_at=start, ends_at=start + HALF_HOUR,
+            customer_name="Race", now=NOW) for _ in range(8)))
+        assert len({b.id for b in results}) == 1
