@@ -38,6 +38,7 @@ from streaming_service.engines.base import (
 from streaming_service.phrase_cache import PhraseCache
 from streaming_service.playback import PlaybackTracker
 from streaming_service.sentence_chunker import SentenceChunker
+from streaming_service.telemetry.call_telemetry import CallTelemetry
 from streaming_service.turn_metrics import TurnMetrics
 from streaming_service.voice_activity import CallerSpeechDetector
 
@@ -71,12 +72,13 @@ class Engines:
 
 class CallSession:
     def __init__(self, call: CallContext, engines: Engines, transport: Transport, settings: Settings,
-                 recorder: CallRecorder, phrases: PhraseCache) -> None:
+                 recorder: CallRecorder, phrases: PhraseCache, telemetry: CallTelemetry | None = None) -> None:
         self.call = call
         self.engines = engines
         self.settings = settings
         self.recorder = recorder
         self.phrases = phrases
+        self.telemetry = telemetry or CallTelemetry.disabled(call)
         self.conversation = Conversation()
         self.playback = PlaybackTracker()
         self.vad = CallerSpeechDetector(settings.interruption.vad_aggressiveness,
@@ -108,6 +110,7 @@ class CallSession:
 
     async def start(self) -> None:
         bind_call(self.call.call_sid, self.call.tenant_id)
+        self.telemetry.call_started()  # before any task is spawned: they all inherit the call's trace
         await self.recorder.call_started(self.call)
         self._spawn(self._open_listener())
         self._spawn(self._watch_silence())
@@ -130,9 +133,12 @@ class CallSession:
         if self._stt is not None:
             with contextlib.suppress(Exception):
                 await self._stt.close()
+        with contextlib.suppress(Exception):
+            await self.engines.agent.release_call(self.call)
         if self.call.outcome.action == "continue":
             self.call.outcome.reason = reason
         await self.recorder.call_ended(self.call)
+        self.telemetry.call_ended(reason=reason, turns=len(self.turns), barge_ins=self.barge_ins)
         log.info("call closed", extra={"reason": reason, "outcome": self.call.outcome.action,
                                        "turns": len(self.turns), "barge_ins": self.barge_ins})
 
@@ -183,6 +189,9 @@ class CallSession:
             except EngineError as exc:
                 log.error("speech recognition failed", extra={"vendor": exc.vendor, "error": str(exc),
                                                              "fallback": index + 1 < len(recognisers)})
+                self.telemetry.vendor_error(exc.vendor, exc)
+                if index + 1 < len(recognisers):
+                    self.telemetry.offline_fallback("stt")
                 failed, self._stt = self._stt, None
                 if failed is not None:
                     with contextlib.suppress(Exception):
@@ -204,6 +213,10 @@ class CallSession:
                     await self._close_caller_turn()
             elif event.kind is TranscriptKind.UTTERANCE_END and self._pending_text:
                 await self._close_caller_turn()
+            elif event.kind is TranscriptKind.DELAYED and (self._reply is None or self._reply.done()) \
+                    and not self.playback.pending and not self.call.ending:
+                # A long recogniser outage: the caller's words are buffered, not lost; say so once.
+                self._start_reply(self._speak_fixed(APOLOGY_HEARING), TurnMetrics(turn=self._turn_counter))
 
     async def _close_caller_turn(self) -> None:
         text = " ".join(self._pending_text).strip()
@@ -221,7 +234,14 @@ class CallSession:
     async def _start_turn(self, text: str, speech_end_at: float, transcript_at: float) -> None:
         if self.call.ending:
             return
-        await self._cancel_reply()  # a reply still thinking is superseded by the newer words
+        # A reply still thinking is superseded by the newer words; the words it was answering stay in the
+        # history (two finals back to back, e.g. buffered audio replayed after an STT reconnect).
+        unanswered = self._reply_metrics.user_text if self._reply is not None and not self._reply.done() \
+            and not self._reply_audio_started and self._reply_metrics is not None else ""
+        await self._cancel_reply()
+        users = [item for item in self.conversation.items if item.get("role") == "user"]
+        if unanswered and (not users or users[-1].get("content") != unanswered):
+            self.conversation.add_user(unanswered)
         self._turn_counter += 1
         bind_turn(self._turn_counter)
         metrics = TurnMetrics(turn=self._turn_counter, user_text=text, speech_end_at=speech_end_at,
@@ -240,18 +260,23 @@ class CallSession:
         self._reply = asyncio.ensure_future(self._run_reply(body, metrics))
 
     async def _run_reply(self, body: Awaitable[None], metrics: TurnMetrics) -> None:
-        try:
-            await body
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("reply failed")
-            metrics.errors.append("reply")
-        finally:
-            summary = metrics.log()
-            if metrics.speech_end_at is not None:
-                self.turns.append(summary)
-            self._save_history()
+        caller_turn = metrics.speech_end_at is not None
+        with self.telemetry.reply(metrics, "caller" if caller_turn else "prompt") as span:
+            try:
+                await body
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("reply failed")
+                metrics.errors.append("reply")
+                span.record_exception(exc)
+            finally:
+                summary = metrics.log()
+                if caller_turn:
+                    self.turns.append(summary)
+                    self.recorder.turn_measured(self.call, summary)
+                self.telemetry.reply_finished(span, summary, caller_turn)
+                self._save_history()
         if self.call.ending and not self._closed:
             await self._finish_call()
         elif not self._closed:
@@ -270,13 +295,15 @@ class CallSession:
             chunker = SentenceChunker()
             metrics.agent_started_at = time.monotonic()
             try:
-                async for event in self.engines.agent.run_turn(self.call, self.conversation, user_text):
-                    if event.kind is AgentEventKind.TEXT_DELTA and event.text:
-                        metrics.mark_first_token(time.monotonic())
-                        for sentence in chunker.push(event.text):
-                            say(sentence)
-                    elif event.kind is not AgentEventKind.TEXT_DELTA:
-                        log.info("agent event", extra={"kind": event.kind.value, "data": event.data})
+                with self.telemetry.span("agent", engine=self.engines.agent.name):
+                    async for event in self.engines.agent.run_turn(self.call, self.conversation, user_text):
+                        if event.kind is AgentEventKind.TEXT_DELTA and event.text:
+                            metrics.mark_first_token(time.monotonic())
+                            for sentence in chunker.push(event.text):
+                                say(sentence)
+                        elif event.kind is not AgentEventKind.TEXT_DELTA:
+                            log.info("agent event", extra={"kind": event.kind.value, "data": event.data})
+                            self.telemetry.tool_event(event)
                 for sentence in chunker.flush():
                     say(sentence)
                 self._reply_committed = True
@@ -284,6 +311,7 @@ class CallSession:
                 # The caller never waits in silence: say what we had, then a short apology.
                 log.error("agent failed", extra={"vendor": exc.vendor, "error": str(exc)})
                 metrics.errors.append(exc.vendor)
+                self.telemetry.vendor_error(exc.vendor, exc)
                 for sentence in [*chunker.flush(), APOLOGY_AGENT]:
                     say(sentence)
                 self.conversation.add_assistant(" ".join(said))
@@ -321,17 +349,23 @@ class CallSession:
         audio = source if source is not None else self.engines.tts.synthesize(text, self._voice())
         collected: list[bytes] = []
         try:
-            async for chunk in audio:
-                metrics.mark_tts_first_byte(time.monotonic())
-                if cache_as is not None:
-                    collected.append(chunk)
-                for frame in frames.push(chunk):
+            with self.telemetry.span("tts", engine="cache" if source is not None else self.engines.tts.name,
+                                     chars=len(text)) as span:
+                async for chunk in audio:
+                    if not frames.total_bytes:
+                        span.add_event("first audio")  # the sentence's time to first byte, on the trace
+                    metrics.mark_tts_first_byte(time.monotonic())
+                    if cache_as is not None:
+                        collected.append(chunk)
+                    for frame in frames.push(chunk):
+                        await self._send_frame(frame, sentence, metrics)
+                for frame in frames.flush():
                     await self._send_frame(frame, sentence, metrics)
-            for frame in frames.flush():
-                await self._send_frame(frame, sentence, metrics)
+                span.set_attribute("audio_ms", frames.total_bytes / 8)
         except EngineError as exc:
             log.error("speech synthesis failed", extra={"vendor": exc.vendor, "error": str(exc)})
             metrics.errors.append(exc.vendor)
+            self.telemetry.vendor_error(exc.vendor, exc)
         finally:
             sentence.audio_ms = frames.total_bytes / 8
         if sentence.first_sent_at is not None:
@@ -377,6 +411,7 @@ class CallSession:
         self._save_history()
         if metrics is not None:
             metrics.barge_in = True
+        self.telemetry.barge_in(reason)
         self._record("agent", spoken, interrupted=True, heard=heard)
         log.info("barge-in", extra={"reason": reason, "heard": heard})
 
@@ -478,6 +513,7 @@ class CallSession:
             "turns": len(self.turns),
             "barge_ins": self.barge_ins,
             "last_turn": self.turns[-1] if self.turns else None,
+            "turn_metrics": list(self.turns),  # the same summaries the call record keeps (tenant API)
         }
 
 

@@ -34,6 +34,8 @@ class TenantSettings:
     fallback_transfer_number: str | None = None
     # {"mon": [["09:00", "17:00"]], ...} in the tenant's timezone; empty = always open
     business_hours: dict[str, Any] = field(default_factory=dict)
+    services: list[str] = field(default_factory=list)  # e.g. ["haircut", "colouring"]
+    appointment_minutes: int = 30
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TenantSettings:
@@ -45,7 +47,7 @@ class TenantSettings:
 
 
 SETTINGS_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(TenantSettings))
-JSON_SETTINGS_FIELDS = frozenset({"prompt_overrides", "toolbox", "business_hours"})
+JSON_SETTINGS_FIELDS = frozenset({"prompt_overrides", "toolbox", "business_hours", "services"})
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,8 @@ class CallRecord:
     duration_s: int | None
     outcome: str | None
     transfer_to: str | None
+    # Per caller turn: stt_ms, llm_ttft_ms, tts_ttfb_ms, voice_to_voice_ms, barge_in, errors (as live).
+    turn_metrics: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

@@ -28,6 +28,7 @@ class TranscriptKind(Enum):
     INTERIM = "interim"
     FINAL = "final"  # this stretch of audio is final; speech_final says the turn may be over
     UTTERANCE_END = "utterance_end"
+    DELAYED = "delayed"  # the recogniser is not hearing the caller for now (an outage being ridden out)
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ class CallContext:
     dialled_number: str = ""
     tenant_settings: dict[str, Any] = field(default_factory=dict)
     outcome: CallOutcome = field(default_factory=CallOutcome)
-    current_agent: str = "general"
+    current_agent: str = "triage"  # every call starts at triage, which hands off to booking or general
 
     def end_call(self, reason: str = "agent ended the call") -> None:
         self.outcome = CallOutcome(action="hangup", reason=reason)
@@ -179,3 +180,7 @@ class AgentRuntime(abc.ABC):
         Tools act on `call` (e.g. `call.end_call()`). Cancelling the consuming task cancels the run.
         Raises EngineError on vendor failure.
         """
+
+    async def release_call(self, call: CallContext) -> None:
+        """The call is over: release what the runtime holds for it (e.g. an MCP session)."""
+        return None
