@@ -11,20 +11,23 @@ from streaming_service.app import create_app
 from streaming_service.data_layer import ServiceData
 from streaming_service.engines.factory import build_engines, describe
 from streaming_service.server import serve_until_signalled
+from streaming_service.telemetry.service_telemetry import ServiceTelemetry
 
 log = logging.getLogger("voice_agent")
 
 
 async def run(settings: Settings) -> int:
-    engines = build_engines(settings)
-    log.info("engines", extra=describe(engines))
+    telemetry = ServiceTelemetry.from_settings(settings)
+    telemetry.tracing.instrument_clients()  # before any client exists: vendor HTTP and Redis calls get spans
     data = None
     if settings.database_dsn():
         data = await ServiceData.connect(settings.database_dsn(), settings.redis_url, settings.cache_ttl_s)
     else:
         log.warning("no database configured: calls run on default settings and are not recorded")
+    engines = build_engines(settings, data)
+    log.info("engines", extra=describe(engines))
     app = create_app(settings, engines, recorder=data.recorder if data else None,
-                     tenant_settings=data.tenant_settings() if data else None)
+                     tenant_settings=data.tenant_settings() if data else None, telemetry=telemetry)
     if data is not None:
         data.mount_tenant_api(app)
     try:

@@ -7,9 +7,14 @@ Heavy engine modules are imported only when chosen.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from shared.settings import Settings
 from streaming_service.call_session import Engines
 from streaming_service.engines.base import AgentRuntime, SpeechToText, TextToSpeech
+
+if TYPE_CHECKING:
+    from streaming_service.data_layer import ServiceData
 
 
 def _offline_tts() -> TextToSpeech:
@@ -42,18 +47,27 @@ def build_tts(settings: Settings) -> TextToSpeech:
     return _offline_tts()
 
 
-def build_agent(settings: Settings) -> AgentRuntime:
-    from streaming_service.engines.openai_agent import OpenAIAgentRuntime
+def build_agent(settings: Settings, data: ServiceData | None = None) -> AgentRuntime:
+    """OpenAI (falling back to the offline policy) with a key; the offline policy alone without.
+    Bookings go to the tenant's Postgres schema when there is a database."""
+    from streaming_service.agents.booking_store import PostgresBookingStore
+    from streaming_service.agents.runtime_builder import build_agent_runtime
 
-    return OpenAIAgentRuntime(settings)
+    return build_agent_runtime(settings, PostgresBookingStore(data.db) if data else None,
+                               tool_proxy_secret=settings.secret("tool_proxy_secret"),
+                               cache=data.cache if data else None)
 
 
-def build_engines(settings: Settings) -> Engines:
+def build_engines(settings: Settings, data: ServiceData | None = None) -> Engines:
     stt, stt_fallback = build_stt(settings)
-    return Engines(stt=stt, tts=build_tts(settings), agent=build_agent(settings), stt_fallback=stt_fallback)
+    return Engines(stt=stt, tts=build_tts(settings), agent=build_agent(settings, data), stt_fallback=stt_fallback)
 
 
 def describe(engines: Engines) -> dict[str, str]:
     """For the start-up banner."""
-    return {"stt": type(engines.stt).__name__, "tts": type(getattr(engines.tts, "primary", engines.tts)).__name__,
-            "agent": type(engines.agent).__name__}
+    def name(engine: object) -> str:
+        primary = getattr(engine, "primary", None)
+        return f"{type(primary).__name__} (falls back offline)" if primary is not None else type(engine).__name__
+
+    return {"stt": name(engines.stt) if engines.stt_fallback is None else f"{type(engines.stt).__name__} "
+            "(falls back offline)", "tts": name(engines.tts), "agent": name(engines.agent)}

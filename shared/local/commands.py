@@ -1,0 +1,113 @@
+"""`voice-agent serve | call | demo`: the local, one-process way to run and try the agent."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+from shared.settings import Settings, get_settings
+from shared.structured_logging import configure_logging
+
+log = logging.getLogger("voice_agent.local")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from shared.local.stack import DEMO_NUMBER, build_local_stack
+    from streaming_service.server import serve_until_signalled
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    port = args.port or settings.port
+
+    async def run() -> int:
+        stack = await build_local_stack(settings, port)
+        banner = {"url": stack.base_url, "voice_webhook": f"{stack.base_url}/voice",
+                  "stream": f"{stack.base_url.replace('http', 'ws', 1)}/twilio-stream",
+                  "engines": stack.engines, "postgres": stack.admin_dsn.split("@")[-1],
+                  "redis": stack.redis_url.split("@")[-1], "demo_number": DEMO_NUMBER}
+        print("voice-agent serving:\n" + json.dumps(banner, indent=2), flush=True)
+        return await serve_until_signalled(stack.app, "0.0.0.0", port, stack.settings.drain.drain_timeout_s)
+
+    cut = asyncio.run(run())
+    return 0 if cut == 0 else 1
+
+
+def _local_auth_token(settings: Settings) -> str:
+    token = settings.secret("twilio_auth_token")
+    if token:
+        return token
+    from shared.tenancy.embedded import data_dir
+
+    stored = data_dir() / "local-secrets.json"
+    return str(json.loads(stored.read_text())["twilio_auth_token"]) if stored.exists() else ""
+
+
+def _call(args: argparse.Namespace) -> int:
+    """Place one call against a running server, as Twilio would, and speak the given lines."""
+    import aiohttp
+
+    from shared.call_simulator import after_stream, dial
+    from streaming_service.engines.offline_tts import OfflineTextToSpeech
+
+    settings = get_settings()
+    token = _local_auth_token(settings)
+
+    async def run() -> int:
+        voice = OfflineTextToSpeech(rate_wpm=150)
+        async with aiohttp.ClientSession() as http:
+            dialled = await dial(args.url, to=args.to, from_=args.from_, auth_token=token, http=http)
+            call = dialled.call
+            await call.connect()
+            await call.wait_for_agent(since=0, timeout_s=30)
+            print(f"agent spoke {call.agent_audio_ms() / 1000:.1f} s of audio", flush=True)
+            for line in args.say:
+                audio = b"".join([chunk async for chunk in voice.synthesize(line)])
+                print(f"caller: {line}", flush=True)
+                spoken_at = await call.say(audio)
+                await call.wait_for_agent(since=spoken_at, quiet_s=1.0, timeout_s=30)
+                first = call.first_audio_after(spoken_at)
+                latency = f"{(first - spoken_at) * 1000:.0f} ms" if first else "no answer"
+                print(f"agent answered (voice-to-voice at the caller: {latency})", flush=True)
+                if call.closed.is_set():
+                    break
+            await call.hang_up()
+            print(f"after the stream Twilio would run: {await after_stream(dialled, token, http)}")
+            if args.wav:
+                call.recording.write_wav(args.wav)
+                print(f"recording: {args.wav}")
+        return 0
+
+    return asyncio.run(run())
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import os
+
+    from shared.local.demo import run_demo
+
+    configure_logging("WARNING")
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")  # the Lambdas' EMF lines would drown the transcript
+    result = asyncio.run(run_demo(sys.stdout, Path(args.wav)))
+    return 0 if result.booking else 1
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = subparsers.add_parser("serve", help="run everything in one process (webhook, stream, tool proxy, API)")
+    serve.add_argument("--port", type=int, default=0, help="default: PORT (8080)")
+    serve.set_defaults(handler=_serve)
+
+    call = subparsers.add_parser("call", help="place a simulated Twilio call against a running server")
+    call.add_argument("--url", default="http://127.0.0.1:8080")
+    call.add_argument("--to", default="+15550100000")
+    call.add_argument("--from", dest="from_", default="+15557654321")
+    call.add_argument("--say", action="append", default=[], help="a caller line (repeatable)")
+    call.add_argument("--wav", default="", help="write both sides of the call to this WAV file")
+    call.set_defaults(handler=_call)
+
+    demo = subparsers.add_parser("demo", help="a scripted booking call on the embedded defaults, end to end")
+    demo.add_argument("--wav", default="demo.wav")
+    demo.set_defaults(handler=_demo)
