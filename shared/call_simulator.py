@@ -105,16 +105,27 @@ class SimulatedCall:
     # --- what the caller does ---------------------------------------------------------------------
 
     async def say(self, ulaw: bytes) -> float:
-        """Speak (paced in real time); returns the monotonic time the last frame was sent."""
-        loop = asyncio.get_running_loop()
-        utterance = _Utterance(deque(mulaw.frames(ulaw)), loop.create_future())
-        self._utterances.append(utterance)
-        return await utterance.done
+        """Speak (paced in real time); returns the monotonic time the last frame was sent, or the time
+        the line went dead if the other side hung up first."""
+        return await self.say_nowait(ulaw)
 
     def say_nowait(self, ulaw: bytes) -> asyncio.Future[float]:
         utterance = _Utterance(deque(mulaw.frames(ulaw)), asyncio.get_running_loop().create_future())
-        self._utterances.append(utterance)
+        if self._line_dead():
+            utterance.done.set_result(time.monotonic())
+        else:
+            self._utterances.append(utterance)
         return utterance.done
+
+    def _line_dead(self) -> bool:
+        return self.closed.is_set() or (self._ws is not None and self._ws.closed)
+
+    def _release_utterances(self) -> None:
+        """Nobody will send these frames any more: whoever waits on them must not wait forever."""
+        while self._utterances:
+            utterance = self._utterances.popleft()
+            if not utterance.done.done():
+                utterance.done.set_result(time.monotonic())
 
     async def press(self, digit: str) -> None:
         await self._send(self._builder.dtmf(digit))
@@ -189,15 +200,18 @@ class SimulatedCall:
     async def _clock(self) -> None:
         """One tick per 20 ms: send a caller frame, play an agent frame, echo due marks."""
         next_tick = time.monotonic()
-        while self._ws is not None and not self._ws.closed:
-            frame = self._next_caller_frame()
-            self.recording.caller += frame
-            await self._send(self._builder.media(frame))
-            played = self._play_one_frame()
-            self.recording.agent += played or mulaw.silence(mulaw.FRAME_MS)
-            await self._echo_due_marks()
-            next_tick += self.tick_s
-            await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
+        try:
+            while self._ws is not None and not self._ws.closed:
+                frame = self._next_caller_frame()
+                self.recording.caller += frame
+                await self._send(self._builder.media(frame))
+                played = self._play_one_frame()
+                self.recording.agent += played or mulaw.silence(mulaw.FRAME_MS)
+                await self._echo_due_marks()
+                next_tick += self.tick_s
+                await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
+        finally:
+            self._release_utterances()
 
     def _play_one_frame(self) -> bytes | None:
         if self._playout and isinstance(self._playout[0], bytes):
@@ -216,8 +230,12 @@ class SimulatedCall:
         async for msg in self._ws:
             if msg.type is not aiohttp.WSMsgType.TEXT:
                 continue
-            event = wire.parse_outbound(msg.data)
             now = time.monotonic()
+            try:
+                event = wire.parse_outbound(msg.data)
+            except wire.ProtocolError as exc:  # Twilio would drop it (error 31951); so do we, on record
+                self.events.append(AgentAudioEvent(now, "protocol-error", str(exc)))
+                continue
             if isinstance(event, wire.Media):
                 self._last_media_at = now
                 self.events.append(AgentAudioEvent(now, "media", size=len(event.payload)))
@@ -236,6 +254,7 @@ class SimulatedCall:
                     await self._send(self._builder.mark(name))
         self.close_code = self._ws.close_code
         self.closed.set()
+        self._release_utterances()
 
 
 @dataclass

@@ -17,6 +17,8 @@ from shared.audio.mulaw import FRAME_BYTES
 
 # A 20 ms frame is 216 base64 characters; allow generous frames but nothing absurd.
 MAX_MEDIA_PAYLOAD_BYTES = 16 * FRAME_BYTES
+# What a server may send Twilio in one message (it buffers and plays in order): up to 8 s of audio.
+MAX_OUTBOUND_PAYLOAD_BYTES = 8 * 8000
 MAX_PARAMETERS = 32
 MAX_PARAMETER_CHARS = 2048
 
@@ -102,9 +104,9 @@ def _int_string(obj: dict[str, Any], key: str, what: str) -> int:
         raise ProtocolError(f"{what}.{key} must be a number") from exc
 
 
-def _payload(obj: dict[str, Any]) -> bytes:
+def _payload(obj: dict[str, Any], max_bytes: int = MAX_MEDIA_PAYLOAD_BYTES) -> bytes:
     text = _str(obj, "payload", "media", required=False)
-    if len(text) > (MAX_MEDIA_PAYLOAD_BYTES * 4) // 3 + 4:
+    if len(text) > (max_bytes * 4) // 3 + 4:
         raise ProtocolError("media.payload too large")
     try:
         return base64.b64decode(text, validate=True)
@@ -196,7 +198,8 @@ def parse_outbound(raw: str | bytes) -> OutboundMessage:
     event = msg.get("event")
     stream_sid = _str(msg, "streamSid", str(event))
     if event == "media":
-        return Media(stream_sid=stream_sid, payload=_payload(_obj(msg.get("media"), "media")),
+        return Media(stream_sid=stream_sid,
+                     payload=_payload(_obj(msg.get("media"), "media"), MAX_OUTBOUND_PAYLOAD_BYTES),
                      timestamp_ms=0, chunk=0, track="outbound")
     if event == "mark":
         return Mark(stream_sid=stream_sid, name=_str(_obj(msg.get("mark"), "mark"), "name", "mark"))

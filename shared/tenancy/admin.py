@@ -137,7 +137,7 @@ class TenantAdmin:
 
 def _validate_settings(changes: dict[str, Any]) -> None:
     for name in JSON_SETTINGS_FIELDS & set(changes):
-        expected = list if name == "toolbox" else dict
+        expected = list if name in ("toolbox", "services") else dict
         if not isinstance(changes[name], expected):
             raise AdminError(f"{name} must be a JSON {expected.__name__}")
     if "timezone" in changes:
