@@ -46,6 +46,15 @@ class DrainOptions(BaseModel):
     drain_timeout_s: float = 120.0
 
 
+class ObservabilityOptions(BaseModel):
+    """Metrics (CloudWatch EMF on stdout) and traces (OTLP/HTTP to an ADOT collector, X-Ray ids)."""
+
+    # "auto": EMF lines on stdout everywhere but `env=local` (where stdout is the demo's console).
+    emf: Literal["auto", "on", "off"] = "auto"
+    active_calls_interval_s: float = 60.0  # the autoscaling gauge is also emitted on every change
+    service_name: str = "voice-agent-streaming"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_file=".env", env_file_encoding="utf-8", env_nested_delimiter="__", extra="ignore"
@@ -111,6 +120,10 @@ class Settings(BaseSettings):
     endpointing: EndpointingOptions = EndpointingOptions()
     silence: SilenceOptions = SilenceOptions()
     drain: DrainOptions = DrainOptions()
+    observability: ObservabilityOptions = ObservabilityOptions()
+    # OpenTelemetry's own variable: the ADOT collector sidecar (OTLP/HTTP, e.g. http://127.0.0.1:4318).
+    # Empty: tracing is off (no collector locally), and nothing is exported.
+    otel_exporter_otlp_endpoint: str = ""
 
     default_greeting: str = "Hello! Thanks for calling. How can I help you today?"
 

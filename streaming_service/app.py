@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
 from aiohttp import web
 
 from shared.settings import Settings
@@ -9,6 +13,7 @@ from streaming_service.call_recorder import CallRecorder, LoggingCallRecorder
 from streaming_service.call_session import Engines
 from streaming_service.service_state import STATE, ServiceState, TenantSettingsLookup, no_tenant_settings
 from streaming_service.stream_handler import handle_twilio_stream
+from streaming_service.telemetry.service_telemetry import ServiceTelemetry
 
 SERVICE_NAME = "Programmable Voice Agent"
 
@@ -33,11 +38,28 @@ async def websocket_status(request: web.Request) -> web.Response:
     return web.json_response({"sessions": [s.snapshot() for s in state.sessions.values()]})
 
 
+async def _telemetry_lifetime(app: web.Application) -> AsyncIterator[None]:
+    """The periodic ActiveCalls gauge while serving; pending spans flushed at shutdown."""
+    state = app[STATE]
+    reporter = None
+    if state.telemetry.metrics.writer.enabled:
+        reporter = asyncio.create_task(state.telemetry.report_active_calls(lambda: len(state.sessions)))
+    yield
+    if reporter is not None:
+        reporter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reporter
+    await state.telemetry.close()
+
+
 def create_app(settings: Settings, engines: Engines, recorder: CallRecorder | None = None,
-               tenant_settings: TenantSettingsLookup | None = None) -> web.Application:
+               tenant_settings: TenantSettingsLookup | None = None,
+               telemetry: ServiceTelemetry | None = None) -> web.Application:
     app = web.Application(client_max_size=settings.max_ws_message_bytes)
     app[STATE] = ServiceState(settings=settings, engines=engines, recorder=recorder or LoggingCallRecorder(),
-                                tenant_settings=tenant_settings or no_tenant_settings)
+                                tenant_settings=tenant_settings or no_tenant_settings,
+                                telemetry=telemetry or ServiceTelemetry.from_settings(settings))
+    app.cleanup_ctx.append(_telemetry_lifetime)
     app.router.add_get("/", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/websocket-metrics", websocket_metrics)

@@ -20,6 +20,9 @@ class CallRecorder(Protocol):
     def transcript_turn(self, call: CallContext, entry: dict[str, Any]) -> None:
         """Must not block: buffer and write in the background."""
 
+    def turn_measured(self, call: CallContext, summary: dict[str, Any]) -> None:
+        """A caller turn's latency summary (TurnMetrics.summary()); kept with the call at its end."""
+
     async def history_updated(self, call: CallContext, items: list[dict[str, Any]]) -> None:
         """The conversation changed (a turn ended, or a barge-in cut it): keep it outside this process."""
 
@@ -36,6 +39,9 @@ class LoggingCallRecorder:
 
     def transcript_turn(self, call: CallContext, entry: dict[str, Any]) -> None:
         log.info("transcript", extra={"role": entry["role"], "interrupted": entry["interrupted"]})
+
+    def turn_measured(self, call: CallContext, summary: dict[str, Any]) -> None:
+        return None  # already logged as "turn complete"
 
     async def history_updated(self, call: CallContext, items: list[dict[str, Any]]) -> None:
         return None

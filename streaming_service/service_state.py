@@ -16,6 +16,7 @@ from shared.settings import Settings
 from streaming_service.call_recorder import CallRecorder
 from streaming_service.call_session import CallSession, Engines
 from streaming_service.phrase_cache import PhraseCache
+from streaming_service.telemetry.service_telemetry import ServiceTelemetry
 
 log = logging.getLogger("voice_agent.service")
 
@@ -33,6 +34,7 @@ class ServiceState:
     recorder: CallRecorder
     phrases: PhraseCache = field(default_factory=PhraseCache)
     tenant_settings: TenantSettingsLookup = no_tenant_settings
+    telemetry: ServiceTelemetry = field(default_factory=ServiceTelemetry.off)
     sessions: dict[str, CallSession] = field(default_factory=dict)
     connection_attempts: int = 0
     rejected_connections: int = 0
@@ -46,10 +48,12 @@ class ServiceState:
         self.sessions[session.call.call_sid] = session
         self.calls_total += 1
         self._drained.clear()
+        self.telemetry.active_calls_changed(len(self.sessions))
 
     def unregister(self, session: CallSession) -> None:
         if self.sessions.get(session.call.call_sid) is session:
             del self.sessions[session.call.call_sid]
+        self.telemetry.active_calls_changed(len(self.sessions))
         if not self.sessions:
             self._drained.set()
 

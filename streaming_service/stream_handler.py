@@ -135,7 +135,9 @@ async def _open_session(ws: web.WebSocketResponse, state: ServiceState, start: w
     call = CallContext(call_sid=start.call_sid, stream_sid=start.stream_sid, tenant_id=tenant_id,
                        caller_number=params.get("caller", ""), dialled_number=params.get("dialled", ""),
                        tenant_settings=await state.tenant_settings(tenant_id))
-    session = CallSession(call, state.engines, ws, state.settings, state.recorder, state.phrases)
+    # The webhook's X-Ray header, so the call's spans continue the webhook's trace.
+    telemetry = state.telemetry.for_call(call, params.get("trace_header", ""))
+    session = CallSession(call, state.engines, ws, state.settings, state.recorder, state.phrases, telemetry)
     state.register(session)
     await session.start()
     return session

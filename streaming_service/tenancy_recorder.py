@@ -41,6 +41,7 @@ class TenancyCallRecorder:
         self._writers: dict[str, asyncio.Queue[TranscriptTurn | None]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._seq: dict[str, int] = {}
+        self._turn_metrics: dict[str, list[dict[str, Any]]] = {}
 
     async def call_started(self, call: CallContext) -> None:
         tenant_id = tenant_uuid(call)
@@ -67,6 +68,10 @@ class TenancyCallRecorder:
                                         text=entry["text"], started_at=at, ended_at=at,
                                         interrupted=bool(entry.get("interrupted")), heard_text=entry.get("heard")))
 
+    def turn_measured(self, call: CallContext, summary: dict[str, Any]) -> None:
+        if call.call_sid in self._writers:
+            self._turn_metrics.setdefault(call.call_sid, []).append(dict(summary))
+
     async def history_updated(self, call: CallContext, items: list[dict[str, Any]]) -> None:
         tenant_id = tenant_uuid(call)
         if tenant_id is not None:
@@ -78,6 +83,7 @@ class TenancyCallRecorder:
             return
         queue, task = self._writers.pop(call.call_sid, None), self._tasks.pop(call.call_sid, None)
         self._seq.pop(call.call_sid, None)
+        turn_metrics = self._turn_metrics.pop(call.call_sid, [])
         if queue is not None and task is not None:
             queue.put_nowait(None)
             await task
@@ -85,7 +91,8 @@ class TenancyCallRecorder:
         try:
             await self.state.record_outcome(tenant_id, call.call_sid, outcome)
             await self.transcripts.flush(tenant_id, call.call_sid)
-            await calls.finish_call(self.db, tenant_id, call.call_sid, outcome=outcome.action)
+            await calls.finish_call(self.db, tenant_id, call.call_sid, outcome=outcome.action,
+                                    turn_metrics=turn_metrics)
         except Exception as exc:  # the turns wait in Redis (or memory) for the periodic flush
             log.warning("could not finish the call record", extra={"error": type(exc).__name__})
 

@@ -1,5 +1,6 @@
 """The Fargate task of the streaming service: the app container (image built from the Dockerfile at
-deploy time) and an X-Ray daemon sidecar for aws-xray-sdk's segments."""
+deploy time) and an ADOT collector sidecar that takes the service's OpenTelemetry spans (OTLP/HTTP on
+localhost) to X-Ray. Metrics need no sidecar: they are EMF lines in the app's own log stream."""
 
 from __future__ import annotations
 
@@ -20,7 +21,29 @@ from infra.lambda_assets import REPO_ROOT
 
 CONTAINER_NAME = "app"
 CONTAINER_PORT = 8080
-XRAY_DAEMON_IMAGE = "public.ecr.aws/xray/aws-xray-daemon:3.x"
+ADOT_COLLECTOR_IMAGE = "public.ecr.aws/aws-observability/aws-otel-collector:v0.40.0"
+OTLP_HTTP_PORT = 4318
+# Traces only: OTLP/HTTP from the app (same task network namespace) -> batch -> X-Ray. tenant_id and
+# call_sid become X-Ray annotations (the service also lists them in `aws.xray.annotations`).
+ADOT_CONFIG = f"""receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:{OTLP_HTTP_PORT}
+processors:
+  batch/traces:
+    timeout: 1s
+    send_batch_size: 50
+exporters:
+  awsxray:
+    indexed_attributes: [tenant_id, call_sid]
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [batch/traces]
+      exporters: [awsxray]
+"""
 DRAIN_MARGIN_S = 5  # the service finishes its drain this long before ECS sends SIGKILL
 
 
@@ -66,7 +89,7 @@ class StreamingTask(Construct):
             environment={
                 "PORT": str(CONTAINER_PORT),
                 "DRAIN__DRAIN_TIMEOUT_S": str(stop_timeout_s - DRAIN_MARGIN_S),
-                "AWS_XRAY_DAEMON_ADDRESS": "127.0.0.1:2000",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{OTLP_HTTP_PORT}",
                 **environment,
             },
             secrets={
@@ -93,17 +116,17 @@ class StreamingTask(Construct):
             ),
             essential=True,
         )
-        xray = self.definition.add_container(
-            "xray-daemon",
-            image=ecs.ContainerImage.from_registry(XRAY_DAEMON_IMAGE),
-            cpu=32,
-            memory_reservation_mib=64,
-            port_mappings=[ecs.PortMapping(container_port=2000, protocol=ecs.Protocol.UDP)],
-            logging=ecs.LogDrivers.aws_logs(stream_prefix="xray", log_group=self.log_group),
+        collector = self.definition.add_container(
+            "otel-collector",
+            image=ecs.ContainerImage.from_registry(ADOT_COLLECTOR_IMAGE),
+            cpu=64,
+            memory_reservation_mib=128,
+            environment={"AOT_CONFIG_CONTENT": ADOT_CONFIG},  # the collector reads its config from here
+            logging=ecs.LogDrivers.aws_logs(stream_prefix="otel", log_group=self.log_group),
             essential=False,  # losing traces must never end calls
         )
         self.app.add_container_dependencies(
-            ecs.ContainerDependency(container=xray, condition=ecs.ContainerDependencyCondition.START)
+            ecs.ContainerDependency(container=collector, condition=ecs.ContainerDependencyCondition.START)
         )
         self.definition.task_role.add_to_principal_policy(
             iam.PolicyStatement(

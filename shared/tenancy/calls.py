@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -13,7 +14,7 @@ from shared.tenancy.database import TenantDatabase
 from shared.tenancy.models import CallOutcome, CallRecord, TranscriptTurn
 
 _CALL_COLUMNS = ("call_sid, from_number, to_number, status, started_at, ended_at, duration_s, outcome, "
-                 "transfer_to")
+                 "transfer_to, turn_metrics")
 _TURN_COLUMNS = "seq, role, text, started_at, ended_at, interrupted, heard_text"
 TERMINAL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 # Twilio status callbacks may arrive late or twice: a status only ever moves forward.
@@ -60,8 +61,10 @@ async def update_call_status(db: TenantDatabase, tenant_id: UUID, call_sid: str,
 
 
 async def finish_call(db: TenantDatabase, tenant_id: UUID, call_sid: str, *, status: str = "completed",
-                      ended_at: datetime | None = None, outcome: str | None = None) -> CallRecord | None:
-    """Close the call: the first end time wins, the duration follows from it; safe to call twice."""
+                      ended_at: datetime | None = None, outcome: str | None = None,
+                      turn_metrics: list[dict[str, Any]] | None = None) -> CallRecord | None:
+    """Close the call: the first end time wins, the duration follows from it; safe to call twice.
+    `turn_metrics` (the per-turn latency summaries) replaces the stored list when given."""
     async def attempt() -> CallRecord | None:
         async with db.tenant_tx(tenant_id) as conn:
             row = await conn.fetchrow(
@@ -69,9 +72,10 @@ async def finish_call(db: TenantDatabase, tenant_id: UUID, call_sid: str, *, sta
                       ended_at = coalesce(ended_at, $2),
                       duration_s = greatest(0, extract(epoch FROM coalesce(ended_at, $2) - started_at))::int,
                       status = CASE WHEN status = ANY($5::text[]) THEN status ELSE $3 END,
-                      outcome = coalesce($4, outcome), updated_at = now()
+                      outcome = coalesce($4, outcome), turn_metrics = coalesce($6::jsonb, turn_metrics),
+                      updated_at = now()
                     WHERE call_sid = $1 RETURNING {_CALL_COLUMNS}""",
-                call_sid, ended_at or datetime.now(UTC), status, outcome, sorted(TERMINAL_STATUSES))
+                call_sid, ended_at or datetime.now(UTC), status, outcome, sorted(TERMINAL_STATUSES), turn_metrics)
             return _call(row) if row else None
     return await db.with_retry(attempt)
 

@@ -111,6 +111,14 @@ async def list_calls(request: web.Request) -> web.Response:
     return web.json_response(_page(items, limit, lambda c: encode_cursor(c.started_at.isoformat(), c.call_sid)))
 
 
+async def get_call(request: web.Request) -> web.Response:
+    """One call with its per-turn figures (the same summaries `GET /websocket-status` shows live)."""
+    record = await calls.get_call(request.app[DB_KEY], request[TENANT_KEY], request.match_info["call_sid"])
+    if record is None:
+        raise ApiError(404, "not_found", "no such call")
+    return web.json_response(record.to_json())
+
+
 async def call_transcript(request: web.Request) -> web.Response:
     db, tenant_id, call_sid = request.app[DB_KEY], request[TENANT_KEY], request.match_info["call_sid"]
     if await calls.get_call(db, tenant_id, call_sid) is None:
@@ -136,6 +144,7 @@ def build_tenant_api(db: TenantDatabase) -> web.Application:
     app = web.Application(middlewares=[error_middleware, tenant_auth_middleware])
     app[DB_KEY] = db
     app.router.add_get("/calls", list_calls)
+    app.router.add_get("/calls/{call_sid}", get_call)
     app.router.add_get("/calls/{call_sid}/transcript", call_transcript)
     app.router.add_get("/bookings", list_bookings)
     return app

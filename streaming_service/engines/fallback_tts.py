@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from streaming_service.engines.base import EngineError, TextToSpeech
+from streaming_service.telemetry.call_hooks import current_call_hooks
 
 log = logging.getLogger("voice_agent.tts")
 
@@ -28,6 +29,9 @@ class FallbackTextToSpeech(TextToSpeech):
             self.fallbacks += 1
             log.warning("tts vendor failed; offline voice takes over",
                         extra={"vendor": exc.vendor, "error": str(exc), "bytes_before_failure": sent})
+            hooks = current_call_hooks()
+            hooks.vendor_error(exc.vendor, exc)
+            hooks.offline_fallback("tts")
         # The vendor's partial audio already played; the sentence is said again whole, so no words are lost.
         async for chunk in self.backup.synthesize(text, None):
             yield chunk

@@ -70,14 +70,17 @@ def test_scales_on_active_calls_with_a_warm_floor(dev: SynthesizedEnvironment, p
         )
 
 
-def test_xray_daemon_sidecar_and_cloudwatch_logs(every_env: SynthesizedEnvironment) -> None:
+def test_otel_collector_sidecar_and_cloudwatch_logs(every_env: SynthesizedEnvironment) -> None:
     containers = _containers(every_env)
-    assert "xray-daemon" in containers["xray-daemon"]["Image"]
-    assert containers["xray-daemon"]["Essential"] is False
+    collector = containers["otel-collector"]
+    assert "aws-otel-collector" in collector["Image"]
+    assert collector["Essential"] is False
+    config = {v["Name"]: v["Value"] for v in collector["Environment"]}["AOT_CONFIG_CONTENT"]
+    assert "127.0.0.1:4318" in config and "awsxray" in config
     for container in containers.values():
         assert container["LogConfiguration"]["LogDriver"] == "awslogs"
     env_vars = {v["Name"]: v["Value"] for v in containers["app"]["Environment"]}
-    assert env_vars["AWS_XRAY_DAEMON_ADDRESS"] == "127.0.0.1:2000"
+    assert env_vars["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:4318"
 
 
 def test_secrets_are_injected_never_plain(every_env: SynthesizedEnvironment) -> None:

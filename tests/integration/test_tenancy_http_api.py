@@ -43,7 +43,7 @@ def headers(tenant_id: object | None = None, key: str | None = None) -> dict[str
     return found
 
 
-@pytest.mark.parametrize("path", ["/api/calls", "/api/calls/CA1/transcript", "/api/bookings"])
+@pytest.mark.parametrize("path", ["/api/calls", "/api/calls/CA1", "/api/calls/CA1/transcript", "/api/bookings"])
 async def test_auth_matrix(api, path: str) -> None:
     client, a, b, keys = api
     cases = [

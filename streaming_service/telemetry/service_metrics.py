@@ -1,0 +1,54 @@
+"""The service's CloudWatch metrics (namespace VoiceAgent; dimensions service=streaming, environment).
+
+Names and dimensions are the contract with infra/ (dashboard, alarms, autoscaling on `ActiveCalls`):
+change them there too. Dimensions stay low-cardinality; call SID, tenant and turn ride along as
+properties of the document, so Logs Insights can still find the call behind a slow data point.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+
+from streaming_service.telemetry.emf import EmfSink, EmfWriter, MetricValue
+
+NAMESPACE = "VoiceAgent"
+SERVICE_DIMENSION = "streaming"
+# TurnMetrics.summary() key -> metric name
+LATENCY_METRICS = {"stt_ms": "SttLatencyMs", "llm_ttft_ms": "LlmTtftMs", "tts_ttfb_ms": "TtsTtfbMs",
+                   "voice_to_voice_ms": "VoiceToVoiceMs"}
+
+
+class ServiceMetrics:
+    def __init__(self, environment: str, sink: EmfSink | None) -> None:
+        self.writer = EmfWriter(NAMESPACE, {"service": SERVICE_DIMENSION, "environment": environment}, sink)
+
+    def active_calls(self, count: int) -> None:
+        self.writer.emit([("ActiveCalls", count, MetricUnit.Count)])
+
+    def call_started(self, call: Mapping[str, Any]) -> None:
+        self.writer.emit([("CallsStarted", 1, MetricUnit.Count)], properties=call)
+
+    def call_ended(self, call: Mapping[str, Any], duration_s: float, turns: int, barge_ins: int,
+                   outcome: str) -> None:
+        self.writer.emit([("CallsEnded", 1, MetricUnit.Count), ("CallDurationS", round(duration_s, 3),
+                                                                 MetricUnit.Seconds)],
+                         properties={**call, "turns": turns, "barge_ins": barge_ins, "outcome": outcome})
+
+    def turn(self, call: Mapping[str, Any], summary: Mapping[str, Any]) -> None:
+        figures: list[MetricValue] = [(name, float(summary[key]), MetricUnit.Milliseconds)
+                                      for key, name in LATENCY_METRICS.items() if summary.get(key) is not None]
+        self.writer.emit(figures, properties={**call, "turn": summary.get("turn"),
+                                              "barge_in": bool(summary.get("barge_in")),
+                                              "errors": list(summary.get("errors") or [])})
+
+    def barge_in(self, call: Mapping[str, Any]) -> None:
+        self.writer.emit([("BargeIns", 1, MetricUnit.Count)], properties=call)
+
+    def vendor_error(self, call: Mapping[str, Any], vendor: str) -> None:
+        self.writer.emit([("VendorErrors", 1, MetricUnit.Count)], dimensions={"vendor": vendor}, properties=call)
+
+    def offline_fallback(self, call: Mapping[str, Any], component: str) -> None:
+        self.writer.emit([("OfflineFallbacks", 1, MetricUnit.Count)], properties={**call, "component": component})

@@ -1,0 +1,63 @@
+"""The process's telemetry: one tracer, one metrics writer, the `ActiveCalls` gauge, and a
+`CallTelemetry` for each call. Built once from Settings; `ServiceTelemetry.off()` in tests and tools."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from shared.settings import Settings
+from streaming_service.engines.base import CallContext
+from streaming_service.telemetry.call_telemetry import CallTelemetry
+from streaming_service.telemetry.emf import EmfSink, stdout_sink
+from streaming_service.telemetry.service_metrics import ServiceMetrics
+from streaming_service.telemetry.tracing import ServiceTracing
+
+log = logging.getLogger("voice_agent.telemetry")
+
+
+class ServiceTelemetry:
+    def __init__(self, metrics: ServiceMetrics, tracing: ServiceTracing, active_calls_interval_s: float = 60.0
+                 ) -> None:
+        self.metrics = metrics
+        self.tracing = tracing
+        self.active_calls_interval_s = active_calls_interval_s
+        self._last_active: int | None = None
+
+    @classmethod
+    def off(cls) -> ServiceTelemetry:
+        return cls(ServiceMetrics("local", sink=None), ServiceTracing.off())
+
+    @classmethod
+    def from_settings(cls, settings: Settings, sink: EmfSink | None = None) -> ServiceTelemetry:
+        """EMF to `sink` (default: stdout unless `env=local` or `observability.emf=off`); traces to the
+        OTLP endpoint when one is configured."""
+        options = settings.observability
+        if sink is None and (options.emf == "on" or (options.emf == "auto" and settings.env != "local")):
+            sink = stdout_sink
+        tracing = (ServiceTracing.to_collector(settings.otel_exporter_otlp_endpoint, options.service_name,
+                                               settings.env)
+                   if settings.otel_exporter_otlp_endpoint else ServiceTracing.off())
+        return cls(ServiceMetrics(settings.env, sink), tracing, options.active_calls_interval_s)
+
+    def for_call(self, call: CallContext, trace_header: str) -> CallTelemetry:
+        return CallTelemetry(call, self.tracing.tracer, self.metrics, trace_header)
+
+    def active_calls_changed(self, count: int) -> None:
+        if count != self._last_active:
+            self._last_active = count
+            self.metrics.active_calls(count)
+
+    async def report_active_calls(self, count: Callable[[], int]) -> None:
+        """The autoscaling gauge, every interval (CloudWatch needs a sample per period even when
+        nothing changes; its Average over all tasks is calls per task)."""
+        while True:
+            self._last_active = count()
+            self.metrics.active_calls(self._last_active)
+            await asyncio.sleep(self.active_calls_interval_s)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self.tracing.shutdown)  # flushes pending spans; may wait on the network
