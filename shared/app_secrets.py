@@ -14,6 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import SecretStr
+
+from shared.settings import Settings
+
 SECRET_MAX_AGE_S = 300
 
 
@@ -60,3 +64,28 @@ def load_app_secrets(secret_arn: str, environ: Mapping[str, str] | None = None) 
     if not isinstance(value, Mapping):
         raise SecretsUnavailable("app secret is not a JSON object")
     return AppSecrets.from_mapping(value)
+
+
+def with_data_secrets(settings: Settings) -> Settings:
+    """In AWS the Lambdas get the database and Redis credentials as secret ARNs, never as plaintext
+    environment: read them (cached by Powertools) into the settings the data layer uses."""
+    if not (settings.db_secret_arn or settings.redis_url_secret_arn):
+        return settings
+    from aws_lambda_powertools.utilities.parameters import get_secret
+
+    update: dict[str, Any] = {}
+    try:
+        if settings.db_secret_arn:
+            db = get_secret(settings.db_secret_arn, transform="json", max_age=SECRET_MAX_AGE_S)
+            if not isinstance(db, Mapping):
+                raise SecretsUnavailable("database secret is not a JSON object")
+            update.update(db_host=str(db["host"]), db_port=int(db.get("port", 5432)),
+                          db_user=str(db["username"]), db_password=SecretStr(str(db["password"])),
+                          db_name=str(db.get("dbname") or settings.db_name))
+        if settings.redis_url_secret_arn:
+            update["redis_url"] = str(get_secret(settings.redis_url_secret_arn, max_age=SECRET_MAX_AGE_S))
+    except SecretsUnavailable:
+        raise
+    except Exception as exc:  # SDK, transport or shape: one meaning for the caller
+        raise SecretsUnavailable(f"cannot read data secrets: {type(exc).__name__}") from exc
+    return settings.model_copy(update=update)

@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     db_name: str = "voiceagent"
     db_user: str = ""
     db_password: SecretStr | None = None
+    # In Lambda: the database (JSON: host, port, username, password, dbname) and Redis URL secrets.
+    db_secret_arn: str = ""
+    redis_url_secret_arn: str = ""
     # In Lambda: one Secrets Manager secret (JSON) holding the Twilio token, stream secret and vendor keys.
     app_secret_arn: str = ""
     mcp_base: str = ""

@@ -79,7 +79,8 @@ class TenancyToolboxes:
 
 
 def default_toolbox_source() -> ToolboxSource:
+    from shared.app_secrets import with_data_secrets
     from shared.settings import get_settings
 
-    settings = get_settings()
+    settings = with_data_secrets(get_settings())  # in AWS: credentials from their secrets
     return TenancyToolboxes(settings.database_dsn(), settings.redis_url, settings.cache_ttl_s)

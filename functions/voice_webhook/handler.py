@@ -60,9 +60,10 @@ def default_config() -> WebhookConfig:
     async def directory() -> CallDirectory:
         # asyncpg + redis cost ~200 ms to import: paid on the first invocation, not the cold import.
         from functions.voice_webhook.tenancy_directory import TenancyCallDirectory
+        from shared.app_secrets import with_data_secrets
 
-        return await TenancyCallDirectory.connect(settings.database_dsn(), settings.redis_url,
-                                                  settings.cache_ttl_s)
+        data = with_data_secrets(settings)  # in AWS: credentials from their secrets, not the environment
+        return await TenancyCallDirectory.connect(data.database_dsn(), data.redis_url, data.cache_ttl_s)
 
     return WebhookConfig(public_url=settings.public_url, stream_public_url=settings.stream_public_url,
                          stream_token_ttl_s=settings.stream_token_ttl_s, load_secrets=secrets,
