@@ -1,0 +1,33 @@
+"""`make bench`: every benchmark in turn, each printing its own figures.
+
+Each runs in its own interpreter (clean imports for the cold-start figures, no state shared).
+The 10-minute load run is `make chaos` (bench/soak.py), not this.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+BENCHMARKS = [
+    ("pipeline: concurrent calls (1, 10, 50) at zero and realistic vendor delays", ["bench.call_bench"]),
+    ("data: number->tenant lookup (warm/cold cache) and booking writes", ["bench.data_bench"]),
+    ("lambdas: warm handler latency and cold import time", ["bench.lambda_bench"]),
+    ("offline speech recognition: word error rate on synthesised domain phrases", ["bench.offline_stt_wer"]),
+]
+
+
+def main() -> int:
+    failed = 0
+    for title, module in BENCHMARKS:
+        print(f"\n== {title}", flush=True)
+        result = subprocess.run([sys.executable, "-m", *module], cwd=ROOT, check=False)
+        failed += result.returncode != 0
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
