@@ -44,7 +44,9 @@ async def runtime(fake: FakeOpenAI) -> AsyncIterator[OpenAIAgentRuntime]:
 
 
 def new_call(**tenant_settings: object) -> CallContext:
-    return CallContext(call_sid="CA1", stream_sid="MZ1", tenant_id="t1", tenant_settings=dict(tenant_settings))
+    # These tests speak to the general agent directly (calls themselves start at triage).
+    return CallContext(call_sid="CA1", stream_sid="MZ1", tenant_id="t1", tenant_settings=dict(tenant_settings),
+                       current_agent="general")
 
 
 async def turn(runtime: OpenAIAgentRuntime, call: CallContext, conv: Conversation, text: str
