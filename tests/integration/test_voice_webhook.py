@@ -16,10 +16,10 @@ import pytest
 from aiohttp import web
 from twilio.request_validator import RequestValidator
 
-from shared.app_secrets import AppSecrets
 from functions.voice_webhook.handler import LambdaHandler, WebhookConfig, create_handler
 from functions.voice_webhook.tenancy_directory import TenancyCallDirectory
 from shared.apigw_adapter import LocalLambdaContext, lambda_route
+from shared.app_secrets import AppSecrets
 from shared.stream_token import verify_stream_token
 from shared.tenancy import calls
 from shared.tenancy.cache import JsonCache
