@@ -25,7 +25,7 @@ test: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy shared streaming_service functions
+	$(VENV)/bin/mypy shared streaming_service functions infra bench/call_bench.py bench/run_all.py
 
 demo: setup
 	$(VENV)/bin/voice-agent demo
@@ -35,6 +35,12 @@ run serve: setup
 
 bench: setup
 	$(PY) -m bench.run_all
+
+# Faults, fuzzing, security and deploy drain (tests/chaos, long runs included), then 100 calls for 10 min.
+# SOAK_ARGS="--soak --duration-s 7200" runs the longer, bounded soak instead.
+chaos: setup
+	$(PY) -m pytest -q -p no:cacheprovider -m "chaos or chaos_long" tests/chaos $(PYTEST_ARGS)
+	$(PY) -m bench.soak $(SOAK_ARGS) --out .bench/soak.json
 
 migrate: setup
 	$(VENV)/bin/voice-agent db migrate

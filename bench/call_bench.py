@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,7 +101,7 @@ async def _one_call(ws_url: str, http: aiohttp.ClientSession, delays: Delays, st
                 await asyncio.sleep(0.8)  # let the reply play a little, then talk over it
                 interrupt_at = time.monotonic()
                 sim.say_nowait(marked_speech("Sorry what was that"))
-                await _wait(lambda at=interrupt_at: bool(sim.clears_after(at)), 5)  # type: ignore[misc]
+                await _wait(functools.partial(_cleared_since, sim, interrupt_at), 5)
                 result.barge_in_ms.append((sim.clears_after(interrupt_at)[0] - interrupt_at) * 1000)
             await sim.wait_for_agent(since=spoken_at, timeout_s=30)
     except Exception as exc:  # a failed call is a figure, not a crash of the bench
@@ -110,7 +112,11 @@ async def _one_call(ws_url: str, http: aiohttp.ClientSession, delays: Delays, st
     return result
 
 
-async def _wait(predicate, timeout_s: float) -> None:  # type: ignore[no-untyped-def]
+def _cleared_since(sim: SimulatedCall, at: float) -> bool:
+    return bool(sim.clears_after(at))
+
+
+async def _wait(predicate: Callable[[], bool], timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
         if time.monotonic() > deadline:

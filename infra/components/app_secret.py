@@ -26,7 +26,7 @@ APP_SECRET_FIELDS = (
     "OPENAI_API_KEY",
 )
 # Read by the Lambdas only (shared/app_secrets.py): {tenant_id: {NAME: value}} for tenant toolboxes.
-LAMBDA_ONLY_FIELDS = {"TOOL_SECRETS": {}}
+LAMBDA_ONLY_FIELDS: dict[str, dict[str, str]] = {"TOOL_SECRETS": {}}
 GENERATED_FIELD = "STREAM_TOKEN_SECRET"
 
 

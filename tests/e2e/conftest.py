@@ -105,7 +105,7 @@ async def start_stack(fakes: tuple[FakeDeepgram, FakeElevenLabs, FakeOpenAI], **
 
 
 @pytest.fixture
-async def stack_factory(fakes):  # type: ignore[no-untyped-def]
+async def stack_factory(fakes):
     """Build a stack with setting overrides (e.g. short silence timers)."""
     started: list[tuple[VoiceStack, web.AppRunner]] = []
 
@@ -123,5 +123,5 @@ async def stack_factory(fakes):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-async def stack(stack_factory) -> VoiceStack:  # type: ignore[no-untyped-def]
-    return await stack_factory()  # type: ignore[no-any-return]
+async def stack(stack_factory) -> VoiceStack:
+    return await stack_factory()
