@@ -67,8 +67,9 @@ def verify_stream_token(secret: str, token: str, call_sid: str, tenant_id: str |
         raise InvalidStreamToken("malformed payload") from exc
     if expires_at < (now if now is not None else time.time()):
         raise InvalidStreamToken("expired")
-    if not hmac.compare_digest(token_call, call_sid):
+    # Bytes, not str: compare_digest raises TypeError on non-ASCII text (a hostile callSid or tenant).
+    if not hmac.compare_digest(token_call.encode(), call_sid.encode()):
         raise InvalidStreamToken("token was minted for another call")
-    if tenant_id is not None and not hmac.compare_digest(token_tenant, tenant_id):
+    if tenant_id is not None and not hmac.compare_digest(token_tenant.encode(), tenant_id.encode()):
         raise InvalidStreamToken("token was minted for another tenant")
     return StreamGrant(tenant_id=token_tenant, call_sid=token_call, expires_at=expires_at)

@@ -3,13 +3,15 @@
 A turn goes to a Redis hash (field = seq, so a re-append replaces rather than duplicates) and the call
 is marked pending. `flush` upserts into Postgres by (call_sid, seq) and only then removes the flushed
 fields, so a failure at any point leaves the turns waiting for the next flush, and a flush that ran
-twice writes nothing twice. Without Redis, turns go straight to Postgres; without both, they wait in
-this process's memory until a flush succeeds.
+twice writes nothing twice. Without Redis, turns go straight to Postgres. This process also keeps each
+turn in memory until a flush writes it, so a Redis flushed or restarted mid-call loses nothing, and
+without both stores the turns wait there.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -40,6 +42,9 @@ class TranscriptRecorder:
         return self.cache.key("transcripts", "pending")
 
     async def append(self, tenant_id: UUID, call_sid: str, turn: TranscriptTurn) -> None:
+        # Also kept in memory until the call's turns are flushed: a Redis flushed or restarted mid-call
+        # (its buffer gone) must not lose what the caller said. Writes are idempotent per seq.
+        self._local.setdefault((tenant_id, call_sid), {})[turn.seq] = turn
         key = self._turns_key(tenant_id, call_sid)
         payload = json.dumps(turn.to_json(), separators=(",", ":"))
 
@@ -52,10 +57,9 @@ class TranscriptRecorder:
 
         if await self.cache.run(buffer, False):
             return
-        try:  # no Redis: write through so the caller's words are durable anyway
+        # No Redis: write through so the caller's words are durable anyway (else the memory copy waits).
+        with contextlib.suppress(*RETRYABLE_ERRORS):
             await calls.append_transcript_turns(self.db, tenant_id, call_sid, [turn])
-        except RETRYABLE_ERRORS:
-            self._local.setdefault((tenant_id, call_sid), {})[turn.seq] = turn
 
     async def flush(self, tenant_id: UUID, call_sid: str) -> int:
         """Write the call's buffered turns to Postgres; returns how many were written (0 if Postgres is

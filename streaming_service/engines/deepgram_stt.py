@@ -45,7 +45,8 @@ class DeepgramStreamOptions:
 
     keepalive_interval_s: float = 4.0  # Deepgram closes after 10 s without audio or KeepAlive
     result_timeout_s: float = 8.0  # audio sent but no message back for this long: socket stalled
-    reconnect_budget_s: float = 10.0  # total outage we try to ride out before giving up
+    reconnect_budget_s: float = 15.0  # total outage we ride out (a 10 s refusal, with backoff slack)
+    delayed_notice_after_s: float = 3.0  # an outage this long is reported (DELAYED) so the caller is told
     backoff_initial_s: float = 0.1
     backoff_max_s: float = 2.0
     connect_timeout_s: float = 5.0
@@ -152,6 +153,7 @@ class DeepgramStream(SpeechToTextStream):
     async def _run(self) -> None:
         outage_since: float | None = None
         attempt = 0
+        noticed_at: float | None = None
         try:
             while not self._closing:
                 try:
@@ -170,6 +172,9 @@ class DeepgramStream(SpeechToTextStream):
                     outage_since, attempt = now, 0  # a new outage starts its own retry budget
                 attempt += 1
                 remaining = outage_since + self._options.reconnect_budget_s - now
+                if now - outage_since >= self._options.delayed_notice_after_s and noticed_at != outage_since:
+                    noticed_at = outage_since  # once per outage
+                    self._emit(TranscriptEvent(TranscriptKind.DELAYED))
                 if remaining <= 0:
                     raise EngineError(VENDOR, f"no connection after {attempt} attempts ({reason})")
                 delay = min(self._options.backoff_max_s, self._options.backoff_initial_s * 2 ** (attempt - 1),
