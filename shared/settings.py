@@ -37,6 +37,9 @@ class SilenceOptions(BaseModel):
     reprompt_after_s: float = 8.0
     max_reprompts: int = 2  # then goodbye and hang up
     reprompt_text: str = "Are you still there?"
+    # The agent is still thinking after this long: say a short line so the caller never hears dead air.
+    thinking_filler_after_s: float = 1.5
+    thinking_filler_text: str = "One moment, please."
     goodbye_text: str = "I haven't heard anything, so I'll end the call now. Goodbye!"
 
 
@@ -79,6 +82,8 @@ class Settings(BaseSettings):
     openai_base_url: str = "https://api.openai.com/v1"
     openai_model: str = "gpt-4.1-mini"
     openai_timeout_s: float = 10.0
+    # No first word from the model within this: the call switches to the offline policy.
+    agent_first_event_timeout_s: float = 4.0
 
     stt_engine: EngineChoice = "auto"
     tts_engine: EngineChoice = "auto"

@@ -317,13 +317,23 @@ class CallSession:
                 self.conversation.add_assistant(" ".join(said))
                 self._reply_committed = True
             finally:
+                filler.cancel()
                 sentences.put_nowait(None)
+
+        async def fill_silence() -> None:
+            # A slow first word (a slow model, a slow tool) is covered by a short line: never dead air.
+            await asyncio.sleep(self.settings.silence.thinking_filler_after_s)
+            if not said:
+                text = self.settings.silence.thinking_filler_text
+                sentences.put_nowait(text)
+                self._record("agent", text)
 
         async def speak() -> None:
             while (sentence := await sentences.get()) is not None:
                 await self._speak_sentence(sentence, metrics)
 
         async with asyncio.TaskGroup() as group:
+            filler = group.create_task(fill_silence())
             group.create_task(think())
             group.create_task(speak())
         self._record("agent", " ".join(said))

@@ -22,4 +22,5 @@ def build_agent_runtime(settings: Settings, bookings: BookingStore | None, *, to
                     if settings.mcp_base and tool_proxy_secret else None)
     # Both share the call's MCP session, so a call that falls back keeps one connection, released once.
     return FallbackAgentRuntime(OpenAIAgentRuntime(settings, bookings=bookings, tenant_tools=tenant_tools),
-                                OfflinePolicyRuntime(bookings=bookings, tenant_tools=tenant_tools))
+                                OfflinePolicyRuntime(bookings=bookings, tenant_tools=tenant_tools),
+                                first_event_timeout_s=settings.agent_first_event_timeout_s)

@@ -9,6 +9,7 @@ idempotent, so a write the primary made just before failing is found again, not 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -30,10 +31,14 @@ SWITCH_NOTICE = "Sorry, I'm having a little trouble on my end, so bear with me. 
 class FallbackAgentRuntime(AgentRuntime):
     name = "fallback"
 
-    def __init__(self, primary: AgentRuntime, offline: AgentRuntime, notice: str = SWITCH_NOTICE) -> None:
+    def __init__(self, primary: AgentRuntime, offline: AgentRuntime, notice: str = SWITCH_NOTICE,
+                 first_event_timeout_s: float = 4.0) -> None:
         self.primary = primary
         self.offline = offline
         self.notice = notice
+        # A vendor that says nothing for this long is treated as failed: the caller must not wait on a
+        # hung request for the full read timeout.
+        self.first_event_timeout_s = first_event_timeout_s
         self._offline_calls: set[str] = set()
 
     def is_offline(self, call: CallContext) -> bool:
@@ -44,7 +49,7 @@ class FallbackAgentRuntime(AgentRuntime):
         if not self.is_offline(call):
             before = list(conversation.items)
             try:
-                async for event in self.primary.run_turn(call, conversation, user_text):
+                async for event in self._primary_events(call, conversation, user_text):
                     yield event
                 return
             except EngineError as exc:
@@ -57,6 +62,21 @@ class FallbackAgentRuntime(AgentRuntime):
                 hooks.offline_fallback("agent")
             yield AgentEvent(AgentEventKind.TEXT_DELTA, self.notice)
         async for event in self.offline.run_turn(call, conversation, user_text):
+            yield event
+
+    async def _primary_events(self, call: CallContext, conversation: Conversation, user_text: str
+                              ) -> AsyncIterator[AgentEvent]:
+        events = aiter(self.primary.run_turn(call, conversation, user_text))
+        try:
+            async with asyncio.timeout(self.first_event_timeout_s):
+                first = await anext(events)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            vendor = getattr(self.primary, "vendor", self.primary.name)
+            raise EngineError(vendor, f"no answer within {self.first_event_timeout_s:g} s") from None
+        yield first
+        async for event in events:
             yield event
 
     async def release_call(self, call: CallContext) -> None:

@@ -116,3 +116,21 @@ async def test_stt_unrecoverable_falls_back_to_offline_recogniser(stack_factory)
         # The Deepgram adapter gives up after its retry budget and the offline recogniser takes over.
         await wait_until(lambda: type(session._stt).__name__ == "OfflineSpeechToTextStream", timeout_s=20)
     assert session.state != "ended" or session.call.outcome.action == "continue"
+
+
+async def test_a_hung_model_is_covered_by_a_filler_then_handed_to_the_offline_policy(stack_factory):
+    """Default read timeout (10 s) left as is: the first-event deadline and the filler line keep every
+    silence the caller hears short."""
+    stack = await stack_factory(openai_timeout_s=10.0, agent_first_event_timeout_s=3.0)
+    async with stack.call() as caller:
+        await caller.wait_for_agent(since=0)
+        stack.openai.hang_next()
+        spoken_at = await caller.say(marked_speech("Do you have anything on Friday"))
+        await caller.wait_for_agent(since=spoken_at, quiet_s=2.5, timeout_s=20)
+        lines = agent_lines(stack.session(caller))
+        media = sorted(e.at for e in caller.events if e.kind == "media" and e.at >= spoken_at)
+    assert lines[-2] == stack.settings.silence.thinking_filler_text
+    assert lines[-1].startswith(SWITCH_NOTICE.strip())
+    assert media[0] - spoken_at < 2.5  # the filler starts well before the 3 s deadline
+    # The filler plays about a second; after it, the fallback's answer follows within the deadline.
+    assert media[-1] - spoken_at < 10
