@@ -39,8 +39,11 @@ async def _closed_at(sim: TimedCall) -> float:
     return time.monotonic()
 
 
-@pytest.mark.chaos_long
-async def test_sigterm_with_50_live_calls_cuts_none_before_the_drain_time(tmp_path: Path) -> None:
+@pytest.mark.parametrize("live_calls", [
+    pytest.param(4, id="4-calls"),  # the short form, in `make test`
+    pytest.param(LIVE_CALLS, id="50-calls", marks=pytest.mark.chaos_long),
+])
+async def test_sigterm_with_live_calls_cuts_none_before_the_drain_time(tmp_path: Path, live_calls: int) -> None:
     service = ServiceProcess(tmp_path / "service.log", {"DRAIN__DRAIN_TIMEOUT_S": str(DRAIN_S)})
     try:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
@@ -48,7 +51,7 @@ async def test_sigterm_with_50_live_calls_cuts_none_before_the_drain_time(tmp_pa
             server, port = service.server, service.port
             assert server is not None
             ws_url = f"ws://127.0.0.1:{port}/twilio-stream"
-            calls = list(await asyncio.gather(*(_dial(ws_url, http) for _ in range(LIVE_CALLS))))
+            calls = list(await asyncio.gather(*(_dial(ws_url, http) for _ in range(live_calls))))
             watchers = [asyncio.create_task(_closed_at(sim)) for sim in calls]
 
             server.send_signal(signal.SIGTERM)
@@ -78,17 +81,17 @@ async def test_sigterm_with_50_live_calls_cuts_none_before_the_drain_time(tmp_pa
                     await sim.hang_up()
                 return heard
 
-            heard = await asyncio.gather(*(talk(sim, i < LIVE_CALLS // 2) for i, sim in enumerate(calls)))
+            heard = await asyncio.gather(*(talk(sim, i < live_calls // 2) for i, sim in enumerate(calls)))
             closed = await asyncio.wait_for(asyncio.gather(*watchers), timeout=DRAIN_S + 20)
             exit_code = await asyncio.to_thread(server.wait, 30)
     finally:
         service.stop()
     assert all(ms > 0 for ms in heard), "every live call was answered during the drain"
-    stayed = closed[LIVE_CALLS // 2:]
+    stayed = closed[live_calls // 2:]
     cut_early = [t - signalled_at for t in stayed if t - signalled_at < DRAIN_S]
     assert cut_early == [], "calls cut before the drain time"
-    assert all(sim.close_code == 1001 for sim in calls[LIVE_CALLS // 2:])  # going away, at the deadline
+    assert all(sim.close_code == 1001 for sim in calls[live_calls // 2:])  # going away, at the deadline
     assert exit_code == 0
     log = service.log_text()
     assert "Traceback" not in log
-    assert f'"cut_calls": {LIVE_CALLS - LIVE_CALLS // 2}' in log
+    assert f'"cut_calls": {live_calls - live_calls // 2}' in log
