@@ -48,6 +48,26 @@ def signature_ok(request: web.Request, state: ServiceState) -> bool:
                for url in stream_url_candidates(request, state.settings.stream_public_url))
 
 
+class _MessageReader:
+    """Parses Twilio's text frames; a malformed one is logged and skipped, too many close the socket."""
+
+    def __init__(self, ws: web.WebSocketResponse, state: ServiceState) -> None:
+        self.ws = ws
+        self.state = state
+        self.errors = 0
+
+    async def parse(self, data: str, warning: str) -> wire.InboundMessage | None:
+        try:
+            return wire.parse_inbound(data)
+        except wire.ProtocolError as exc:
+            self.errors += 1
+            self.state.protocol_errors += 1
+            log.warning(warning, extra={"error": str(exc)})
+            if self.errors >= MAX_PROTOCOL_ERRORS:
+                await self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many malformed messages")
+            return None
+
+
 async def handle_twilio_stream(request: web.Request) -> web.StreamResponse:
     state: ServiceState = request.app[STATE]
     state.connection_attempts += 1
@@ -83,7 +103,7 @@ async def handle_twilio_stream(request: web.Request) -> web.StreamResponse:
 
 async def _await_start(ws: web.WebSocketResponse, state: ServiceState) -> CallSession | None:
     """Read until `start`; verify its token; build the session."""
-    errors = 0
+    reader = _MessageReader(ws, state)
     while True:
         try:
             msg = await asyncio.wait_for(ws.receive(), timeout=START_TIMEOUT_S)
@@ -95,14 +115,9 @@ async def _await_start(ws: web.WebSocketResponse, state: ServiceState) -> CallSe
             if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
                 return None
             continue
-        try:
-            event = wire.parse_inbound(msg.data)
-        except wire.ProtocolError as exc:
-            errors += 1
-            state.protocol_errors += 1
-            log.warning("malformed message before start", extra={"error": str(exc)})
-            if errors >= MAX_PROTOCOL_ERRORS:
-                await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many malformed messages")
+        event = await reader.parse(msg.data, "malformed message before start")
+        if event is None:
+            if ws.closed:
                 return None
             continue
         if isinstance(event, wire.Start):
@@ -144,21 +159,16 @@ async def _open_session(ws: web.WebSocketResponse, state: ServiceState, start: w
 
 
 async def _pump(ws: web.WebSocketResponse, session: CallSession, state: ServiceState) -> None:
-    errors = 0
+    reader = _MessageReader(ws, state)
     stream_sid = session.call.stream_sid
     async for msg in ws:
         if msg.type is not WSMsgType.TEXT:
             if msg.type is WSMsgType.ERROR:
                 log.warning("socket error", extra={"error": str(ws.exception())})
             continue
-        try:
-            event = wire.parse_inbound(msg.data)
-        except wire.ProtocolError as exc:
-            errors += 1
-            state.protocol_errors += 1
-            log.warning("malformed message skipped", extra={"error": str(exc)})
-            if errors >= MAX_PROTOCOL_ERRORS:
-                await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many malformed messages")
+        event = await reader.parse(msg.data, "malformed message skipped")
+        if event is None:
+            if ws.closed:
                 return
             continue
         if isinstance(event, wire.Connected | wire.Start):
