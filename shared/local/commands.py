@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from shared.settings import Settings, get_settings
 from shared.structured_logging import configure_logging
@@ -36,14 +37,39 @@ def _serve(args: argparse.Namespace) -> int:
     return 0 if cut == 0 else 1
 
 
-def _local_auth_token(settings: Settings) -> str:
-    token = settings.secret("twilio_auth_token")
-    if token:
-        return token
+def _local_secrets() -> dict[str, str]:
     from shared.tenancy.embedded import data_dir
 
     stored = data_dir() / "local-secrets.json"
-    return str(json.loads(stored.read_text())["twilio_auth_token"]) if stored.exists() else ""
+    return dict(json.loads(stored.read_text())) if stored.exists() else {}
+
+
+def _local_auth_token(settings: Settings) -> str:
+    return settings.secret("twilio_auth_token") or _local_secrets().get("twilio_auth_token", "")
+
+
+async def _print_transcript(http: Any, base_url: str, tenant_id: str, call_sid: str) -> None:
+    """Read the call back through the tenant API, as the tenant would (the local demo key)."""
+    local = _local_secrets()
+    if local.get("demo_tenant_id") != tenant_id or not local.get("demo_api_key"):
+        print("(transcript: pass a tenant API key to read it; only the local demo tenant's key is known here)")
+        return
+    headers = {"X-Tenant-Id": tenant_id, "Authorization": f"Bearer {local['demo_api_key']}"}
+    for _ in range(20):  # the transcript is flushed to Postgres as the call ends
+        async with http.get(f"{base_url}/api/calls/{call_sid}/transcript", headers=headers) as response:
+            turns = (await response.json()).get("items", []) if response.status == 200 else []
+        if turns:
+            break
+        await asyncio.sleep(0.25)
+    async with http.get(f"{base_url}/api/calls/{call_sid}", headers=headers) as response:
+        record = await response.json() if response.status == 200 else {}
+    print("\ntranscript (as stored for the tenant):")
+    for turn in turns:
+        cut = f"  [cut off; heard: {turn.get('heard_text')!r}]" if turn.get("interrupted") else ""
+        print(f"  {turn['role']:>6}: {turn['text']}{cut}")
+    for figures in record.get("turn_metrics") or []:
+        print(f"  turn {figures.get('turn')}: voice-to-voice {figures.get('voice_to_voice_ms')} ms "
+              f"(STT {figures.get('stt_ms')}, agent {figures.get('llm_ttft_ms')}, TTS {figures.get('tts_ttfb_ms')} ms)")
 
 
 def _call(args: argparse.Namespace) -> int:
@@ -76,6 +102,7 @@ def _call(args: argparse.Namespace) -> int:
                     break
             await call.hang_up()
             print(f"after the stream Twilio would run: {await after_stream(dialled, token, http)}")
+            await _print_transcript(http, args.url, call.custom_parameters.get("tenant_id", ""), call.call_sid)
             if args.wav:
                 call.recording.write_wav(args.wav)
                 print(f"recording: {args.wav}")

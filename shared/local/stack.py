@@ -13,6 +13,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from aiohttp import web
 from pydantic import SecretStr
@@ -66,9 +67,9 @@ def local_secrets(settings: Settings, folder: Path) -> dict[str, str]:
     stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
     values = {name: settings.secret(name) or stored.get(name) or secrets.token_urlsafe(32)  # type: ignore[arg-type]
               for name in _SECRET_NAMES}
-    if values != stored:
+    if any(stored.get(name) != value for name, value in values.items()):
         folder.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(values))
+        path.write_text(json.dumps({**stored, **values}))
         path.chmod(0o600)
     return values
 
@@ -83,6 +84,19 @@ async def seed_demo_tenant(admin_dsn: str, directory: TenantDirectory | None = N
         await admin.add_number(tenant_id, DEMO_NUMBER)
         await admin.set_settings(tenant_id, **DEMO_SETTINGS)
         return str(tenant_id)
+
+
+async def ensure_demo_api_key(admin_dsn: str, tenant_id: str, folder: Path) -> None:
+    """A tenant API key for the demo tenant, kept beside the local secrets, so `voice-agent call` can read
+    back a call's transcript the way a tenant would."""
+    path = folder / "local-secrets.json"
+    stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    if stored.get("demo_tenant_id") == tenant_id and stored.get("demo_api_key"):
+        return
+    async with TenantAdmin.connect(admin_dsn) as admin:
+        key = await admin.create_api_key(UUID(tenant_id), "local call simulator")
+    path.write_text(json.dumps({**stored, "demo_tenant_id": tenant_id, "demo_api_key": key}))
+    path.chmod(0o600)
 
 
 def _mount_lambdas(app: web.Application, settings: Settings, app_dsn: str, redis_url: str,
@@ -134,6 +148,7 @@ async def build_local_stack(settings: Settings, port: int, data_folder: Path | N
     })
     data = await ServiceData.connect(app_dsn, redis_url, settings.cache_ttl_s)
     demo_tenant_id = await seed_demo_tenant(admin_dsn, data.directory)
+    await ensure_demo_api_key(admin_dsn, demo_tenant_id, folder)
     engines = build_engines(settings, data)
     app = create_app(settings, engines, recorder=data.recorder, tenant_settings=data.tenant_settings())
     data.mount_tenant_api(app)
