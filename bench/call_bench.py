@@ -151,16 +151,21 @@ def _server_turns(log_path: Path) -> list[dict[str, float]]:
     return turns
 
 
+def service_env(port: int, urls: dict[str, str], delays: Delays) -> dict[str, str]:
+    """The environment of `python -m streaming_service` pointed at the fakes (also used by the soak run)."""
+    return {**os.environ, "PORT": str(port), "LOG_LEVEL": "INFO",
+            "DEEPGRAM_API_KEY": urls["deepgram_key"], "DEEPGRAM_BASE_URL": urls["deepgram"],
+            "ELEVENLABS_API_KEY": urls["elevenlabs_key"], "ELEVENLABS_BASE_URL": urls["elevenlabs"],
+            "OPENAI_API_KEY": urls["openai_key"], "OPENAI_BASE_URL": urls["openai"], "OPENAI_MODEL": "fake-model",
+            "TWILIO_AUTH_TOKEN": TWILIO_TOKEN, "STREAM_TOKEN_SECRET": STREAM_SECRET,
+            "ENDPOINTING__STT_ENDPOINTING_MS": str(delays.endpointing_ms),
+            "INTERRUPTION__MIN_SPEECH_MS": str(MIN_SPEECH_MS)}
+
+
 async def run_scenario(calls: int, delays: Delays) -> dict[str, object]:
     fakes, urls = _start_fakes(delays)
     port = free_port()
-    env = {**os.environ, "PORT": str(port), "LOG_LEVEL": "INFO",
-           "DEEPGRAM_API_KEY": urls["deepgram_key"], "DEEPGRAM_BASE_URL": urls["deepgram"],
-           "ELEVENLABS_API_KEY": urls["elevenlabs_key"], "ELEVENLABS_BASE_URL": urls["elevenlabs"],
-           "OPENAI_API_KEY": urls["openai_key"], "OPENAI_BASE_URL": urls["openai"], "OPENAI_MODEL": "fake-model",
-           "TWILIO_AUTH_TOKEN": TWILIO_TOKEN, "STREAM_TOKEN_SECRET": STREAM_SECRET,
-           "ENDPOINTING__STT_ENDPOINTING_MS": str(delays.endpointing_ms),
-           "INTERRUPTION__MIN_SPEECH_MS": str(MIN_SPEECH_MS)}
+    env = service_env(port, urls, delays)
     log_path = ROOT / ".bench" / f"service-{calls}-{delays.name}.log"
     log_path.parent.mkdir(exist_ok=True)
     with log_path.open("w") as log_file:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -29,7 +28,6 @@ from pathlib import Path
 import aiohttp
 
 from bench.call_bench import (
-    MIN_SPEECH_MS,
     REALISTIC,
     ROOT,
     Delays,
@@ -39,6 +37,7 @@ from bench.call_bench import (
     _start_fakes,
     _wait,
     _wait_ready,
+    service_env,
 )
 from shared.call_simulator import SimulatedCall
 from shared.stream_token import mint_stream_token
@@ -146,16 +145,6 @@ def _service_turns(log_path: Path) -> tuple[list[float], int]:
     return v2v, tracebacks
 
 
-def _service_env(port: int, urls: dict[str, str], delays: Delays) -> dict[str, str]:
-    return {**os.environ, "PORT": str(port), "LOG_LEVEL": "INFO",
-            "DEEPGRAM_API_KEY": urls["deepgram_key"], "DEEPGRAM_BASE_URL": urls["deepgram"],
-            "ELEVENLABS_API_KEY": urls["elevenlabs_key"], "ELEVENLABS_BASE_URL": urls["elevenlabs"],
-            "OPENAI_API_KEY": urls["openai_key"], "OPENAI_BASE_URL": urls["openai"], "OPENAI_MODEL": "fake-model",
-            "TWILIO_AUTH_TOKEN": TWILIO_TOKEN, "STREAM_TOKEN_SECRET": STREAM_SECRET,
-            "ENDPOINTING__STT_ENDPOINTING_MS": str(delays.endpointing_ms),
-            "INTERRUPTION__MIN_SPEECH_MS": str(MIN_SPEECH_MS)}
-
-
 async def run_soak(calls: int, duration_s: float, ramp_s: float, warmup_s: float, sample_every_s: float,
                    delays: Delays = REALISTIC) -> dict[str, object]:
     fakes, urls = _start_fakes(delays)
@@ -164,7 +153,7 @@ async def run_soak(calls: int, duration_s: float, ramp_s: float, warmup_s: float
     log_path.parent.mkdir(exist_ok=True)
     with log_path.open("w") as log_file:
         server = await asyncio.create_subprocess_exec(sys.executable, "-m", "streaming_service", cwd=ROOT,
-                                                      env=_service_env(port, urls, delays),
+                                                      env=service_env(port, urls, delays),
                                                       stdout=asyncio.subprocess.DEVNULL, stderr=log_file)
     figures = SoakFigures()
     samples: list[Sample] = []

@@ -11,8 +11,7 @@ from types import TracebackType
 
 import aiohttp
 
-from bench.call_bench import ZERO, Delays, _proc_rss_mb, _start_fakes, _wait_ready
-from bench.soak import _service_env
+from bench.call_bench import ZERO, Delays, _proc_rss_mb, _start_fakes, _wait_ready, service_env
 from shared.stream_token import mint_stream_token
 from tests.chaos.harness import ROOT, TimedCall
 from tests.e2e.conftest import STREAM_SECRET, TWILIO_TOKEN, free_port
@@ -56,7 +55,7 @@ class ServiceProcess:
     def launch(self) -> None:
         self.fakes, urls = _start_fakes(self.delays)
         self.port = free_port()
-        env = {**_service_env(self.port, urls, self.delays), **self.extra_env}
+        env = {**service_env(self.port, urls, self.delays), **self.extra_env}
         with self.log_path.open("w") as log_file:
             self.server = subprocess.Popen([sys.executable, "-m", "streaming_service"], cwd=ROOT, env=env,
                                            stdout=subprocess.DEVNULL, stderr=log_file)
