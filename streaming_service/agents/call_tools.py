@@ -45,14 +45,28 @@ def business_info(ctx: Ctx, question: str) -> str:
 
 
 def spoken_hours(hours: dict[str, Any]) -> str:
+    """Opening hours as a person says them: consecutive days with the same hours share one phrase
+    ("Monday to Friday, 9 am to 6 pm, and Saturday, 10 am to 2 pm")."""
     if not hours:
         return "We're open every day."
-    parts = []
+    runs: list[tuple[list[str], str]] = []  # (day names, their hours), in week order
+    previous_open = False
     for key, name in _DAY_NAMES.items():
         spans = hours.get(key) or []
-        if spans:
-            parts.append(f"{name} " + " and ".join(f"{_clock(a)} to {_clock(b)}" for a, b in spans))
-    return ("We're open " + ", ".join(parts) + ".") if parts else "We're closed at the moment."
+        if not spans:
+            previous_open = False
+            continue
+        said = " and ".join(f"{_clock(a)} to {_clock(b)}" for a, b in spans)
+        if previous_open and runs[-1][1] == said:
+            runs[-1][0].append(name)
+        else:
+            runs.append(([name], said))
+        previous_open = True
+    if not runs:
+        return "We're closed at the moment."
+    parts = [f"{days[0]} to {days[-1]}, {said}" if len(days) > 2 else f"{' and '.join(days)}, {said}"
+             for days, said in runs]
+    return "We're open " + (", and ".join([", ".join(parts[:-1]), parts[-1]]) if len(parts) > 1 else parts[0]) + "."
 
 
 def _clock(value: str) -> str:

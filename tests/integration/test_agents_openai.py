@@ -204,7 +204,7 @@ async def test_general_question_answered_from_tenant_settings(
     events = await turn(runtime, call, Conversation(), "Do you have parking?")
     assert results(events, "business_info")[0]["say"] == "Yes, free parking behind the shop."
     general_prompt = fake.system_prompts[1]
-    assert "12 Main Street" in general_prompt and "Monday 9 am to 6 pm" in general_prompt
+    assert "12 Main Street" in general_prompt and "Monday to Friday, 9 am to 6 pm" in general_prompt
     assert call.current_agent == "general"
 
 
