@@ -29,6 +29,9 @@ from shared.tenancy.embedded import (
     resolve_redis_url,
 )
 from shared.tenancy.models import TenantProfile
+from tests.fakes.deepgram_server import FakeDeepgram
+from tests.fakes.elevenlabs_server import FakeElevenLabs
+from tests.fakes.openai_server import FakeOpenAI
 
 _counter = itertools.count()
 
@@ -112,3 +115,13 @@ def make_tenant(admin: TenantAdmin, db: TenantDatabase) -> MakeTenant:
 def unique_number() -> str:
     """A valid, unused-per-run E.164 number."""
     return "+1555" + str(secrets.randbelow(10**7)).zfill(7)
+
+
+@pytest.fixture
+async def fakes() -> AsyncIterator[tuple[FakeDeepgram, FakeElevenLabs, FakeOpenAI]]:
+    dg, el, oa = FakeDeepgram(), FakeElevenLabs(), FakeOpenAI()
+    for fake in (dg, el, oa):
+        await fake.start()
+    yield dg, el, oa
+    for fake in (dg, el, oa):
+        await fake.stop()

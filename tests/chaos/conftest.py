@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from tests.chaos.harness import LONGEST_DEAD_AIR, ChaosStack, start_chaos_stack
+from tests.chaos.harness import LONGEST_DEAD_AIR, start_chaos_stack
+from tests.e2e.conftest import VoiceStack
 from tests.fakes.deepgram_server import FakeDeepgram
 from tests.fakes.elevenlabs_server import FakeElevenLabs
 from tests.fakes.openai_server import FakeOpenAI
@@ -27,26 +28,15 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             terminalreporter.write_line(f"  {seconds:5.2f} s  {test.split('::', 1)[-1]}")
 
 
-StackFactory = Callable[..., Awaitable[ChaosStack]]
+StackFactory = Callable[..., Awaitable[VoiceStack]]
 
 
 @pytest.fixture
-async def chaos_fakes() -> AsyncIterator[tuple[FakeDeepgram, FakeElevenLabs, FakeOpenAI]]:
-    dg, el, oa = FakeDeepgram(), FakeElevenLabs(), FakeOpenAI()
-    for fake in (dg, el, oa):
-        await fake.start()
-    yield dg, el, oa
-    for fake in (dg, el, oa):
-        await fake.stop()
+async def chaos_stack_factory(fakes: tuple[FakeDeepgram, FakeElevenLabs, FakeOpenAI]) -> AsyncIterator[StackFactory]:
+    started: list[VoiceStack] = []
 
-
-@pytest.fixture
-async def chaos_stack_factory(chaos_fakes: tuple[FakeDeepgram, FakeElevenLabs, FakeOpenAI]
-                              ) -> AsyncIterator[StackFactory]:
-    started: list[ChaosStack] = []
-
-    async def make(**overrides: Any) -> ChaosStack:
-        stack = await start_chaos_stack(*chaos_fakes, **overrides)
+    async def make(**overrides: Any) -> VoiceStack:
+        stack = await start_chaos_stack(fakes, **overrides)
         started.append(stack)
         return stack
 
@@ -56,5 +46,5 @@ async def chaos_stack_factory(chaos_fakes: tuple[FakeDeepgram, FakeElevenLabs, F
 
 
 @pytest.fixture
-async def chaos_stack(chaos_stack_factory: StackFactory) -> ChaosStack:
+async def chaos_stack(chaos_stack_factory: StackFactory) -> VoiceStack:
     return await chaos_stack_factory()

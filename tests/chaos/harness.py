@@ -3,27 +3,16 @@ caller, the service stack on loopback with the vendor fakes, and a log watch for
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 from shared.call_simulator import SimulatedCall
-from shared.settings import Settings
-from shared.stream_token import mint_stream_token
-from streaming_service.app import create_app
-from streaming_service.call_recorder import CallRecorder
-from streaming_service.call_session import CallSession
-from streaming_service.engines.factory import build_engines
-from streaming_service.service_state import STATE, ServiceState, TenantSettingsLookup
-from tests.e2e.conftest import STREAM_SECRET, TWILIO_TOKEN, free_port, vendor_settings
+from tests.e2e.conftest import VoiceStack, start_stack
 from tests.fakes.deepgram_server import FakeDeepgram
 from tests.fakes.elevenlabs_server import FakeElevenLabs
 from tests.fakes.openai_server import FakeOpenAI
@@ -68,81 +57,9 @@ class TimedCall(SimulatedCall):
         return sum(1 for t in self.played_at if t >= since) * 20.0
 
 
-@dataclass
-class ChaosStack:
-    deepgram: FakeDeepgram
-    elevenlabs: FakeElevenLabs
-    openai: FakeOpenAI
-    settings: Settings
-    port: int
-    app: web.Application
-    runner: web.AppRunner
-    calls: list[TimedCall] = field(default_factory=list)
-
-    @property
-    def state(self) -> ServiceState:
-        return self.app[STATE]
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/twilio-stream"
-
-    @property
-    def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def call(self, tenant_id: str = "acme", *, call_sid: str | None = None, token: str | None = None,
-             auth_token: str = TWILIO_TOKEN, speed: float = CALLER_SPEED) -> TimedCall:
-        sim = TimedCall(self.ws_url, custom_parameters={}, call_sid=call_sid, auth_token=auth_token, speed=speed)
-        sim.custom_parameters = {
-            "tenant_id": tenant_id, "caller": "+15550001111", "dialled": "+15550002222",
-            "stream_token": token if token is not None else mint_stream_token(STREAM_SECRET, tenant_id, sim.call_sid)}
-        self.calls.append(sim)
-        return sim
-
-    def session(self, sim: SimulatedCall) -> CallSession | None:
-        return self.state.sessions.get(sim.call_sid)
-
-    async def close(self) -> None:
-        for sim in self.calls:
-            await sim.hang_up()
-        await self.state.drain(0)
-        await self.runner.cleanup()
-        aclose = getattr(self.state.engines.agent, "aclose", None)
-        if aclose is not None:
-            await aclose()
-
-
-async def start_chaos_stack(dg: FakeDeepgram, el: FakeElevenLabs, oa: FakeOpenAI, *,
-                            recorder: CallRecorder | None = None, tenant_settings: TenantSettingsLookup | None = None,
-                            engines_data: Any = None, **overrides: Any) -> ChaosStack:
-    """The service as `python -m streaming_service` builds it (engines from Settings, so the OpenAI agent
-    falls back to the offline policy and ElevenLabs to the offline voice), on a loopback port."""
-    settings = vendor_settings(dg, el, oa, **overrides)
-    app = create_app(settings, build_engines(settings, engines_data), recorder=recorder,
-                     tenant_settings=tenant_settings)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    return ChaosStack(dg, el, oa, settings, port, app, runner)
-
-
-async def wait_until(predicate: Callable[[], bool], timeout_s: float = 10.0, step_s: float = 0.02) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(step_s)
-
-
-def user_messages(openai: FakeOpenAI) -> list[str]:
-    out: list[str] = []
-    for body in openai.requests:
-        users = [m for m in body.get("messages", []) if m.get("role") == "user"]
-        if users:
-            out.append(str(users[-1]["content"]))
-    return out
+async def start_chaos_stack(fakes: tuple[FakeDeepgram, FakeElevenLabs, FakeOpenAI], **options: Any) -> VoiceStack:
+    """The e2e stack, with a caller that times every played frame and plays CALLER_SPEED times faster."""
+    return await start_stack(fakes, call_class=TimedCall, caller_speed=CALLER_SPEED, **options)
 
 
 class TracebackWatch(logging.Handler):

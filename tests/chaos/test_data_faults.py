@@ -22,8 +22,8 @@ from shared.tenancy import bookings, calls
 from shared.tenancy.embedded import app_dsn
 from shared.tenancy.models import TenantProfile
 from streaming_service.data_layer import ServiceData
-from tests.chaos.harness import DEAD_AIR_LIMIT_S, ChaosStack, TimedCall, start_chaos_stack, wait_until
-from tests.e2e.conftest import free_port
+from tests.chaos.harness import DEAD_AIR_LIMIT_S, TimedCall, start_chaos_stack
+from tests.e2e.conftest import VoiceStack, free_port, wait_until
 from tests.fakes.deepgram_server import FakeDeepgram
 from tests.fakes.elevenlabs_server import FakeElevenLabs
 from tests.fakes.openai_server import FakeOpenAI, ToolCall
@@ -77,7 +77,7 @@ class ThrowawayRedis:
 
 @dataclass
 class DataStack:
-    stack: ChaosStack
+    stack: VoiceStack
     data: ServiceData
     redis: ThrowawayRedis
     postgres: TcpProxy
@@ -97,7 +97,7 @@ async def data_stack(admin_dsn: str, make_tenant: Any) -> AsyncIterator[DataStac
     fakes = FakeDeepgram(), FakeElevenLabs(), FakeOpenAI()
     for fake in fakes:
         await fake.start()
-    stack = await start_chaos_stack(*fakes, recorder=data.recorder, tenant_settings=data.tenant_settings(),
+    stack = await start_chaos_stack(fakes, recorder=data.recorder, tenant_settings=data.tenant_settings(),
                                     engines_data=data)
     yield DataStack(stack, data, server, proxy, tenant)
     await stack.close()

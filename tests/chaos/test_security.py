@@ -13,18 +13,17 @@ import pytest
 from twilio.request_validator import RequestValidator
 
 from shared.stream_token import mint_stream_token
-from tests.chaos.harness import ChaosStack, wait_until
-from tests.e2e.conftest import STREAM_SECRET, TWILIO_TOKEN
+from tests.e2e.conftest import STREAM_SECRET, TWILIO_TOKEN, VoiceStack, wait_until
 
 
-async def _refused_with(stack: ChaosStack, token: str, call_sid: str | None = None, tenant_id: str = "acme") -> int:
+async def _refused_with(stack: VoiceStack, token: str, call_sid: str | None = None, tenant_id: str = "acme") -> int:
     caller = stack.call(tenant_id=tenant_id, token=token, call_sid=call_sid)
     await caller.connect()
     await asyncio.wait_for(caller.closed.wait(), timeout=5)
     return caller.close_code or 0
 
 
-async def test_replayed_and_stale_stream_tokens_are_refused_beside_a_live_call(chaos_stack: ChaosStack) -> None:
+async def test_replayed_and_stale_stream_tokens_are_refused_beside_a_live_call(chaos_stack: VoiceStack) -> None:
     stack = chaos_stack
     async with stack.call() as live:
         await wait_until(lambda: stack.session(live) is not None)
@@ -48,7 +47,7 @@ async def test_replayed_and_stale_stream_tokens_are_refused_beside_a_live_call(c
 
 @pytest.mark.parametrize("signed_url", ["http://127.0.0.1:{port}/voice", "ws://127.0.0.1:{port}/twilio-stream?x=1",
                                         "ws://evil.example/twilio-stream"])
-async def test_a_signature_replayed_from_another_url_is_refused_before_upgrade(chaos_stack: ChaosStack,
+async def test_a_signature_replayed_from_another_url_is_refused_before_upgrade(chaos_stack: VoiceStack,
                                                                                 signed_url: str) -> None:
     url = signed_url.format(port=chaos_stack.port)
     signature = RequestValidator(TWILIO_TOKEN).compute_signature(url, {"CallSid": "CA1"} if "voice" in url else {})
@@ -60,7 +59,7 @@ async def test_a_signature_replayed_from_another_url_is_refused_before_upgrade(c
 
 
 @pytest.mark.parametrize(("call_sid", "tenant_id"), [("CAé", "acme"), ("CA1", "acmé"), ("CA\u202e1", "acme")])
-async def test_non_ascii_call_or_tenant_in_start_is_refused_not_crashed(chaos_stack: ChaosStack, call_sid: str,
+async def test_non_ascii_call_or_tenant_in_start_is_refused_not_crashed(chaos_stack: VoiceStack, call_sid: str,
                                                                           tenant_id: str) -> None:
     """Found by the fuzzer: a valid token with a non-ASCII callSid made `hmac.compare_digest` raise."""
     token = mint_stream_token(STREAM_SECRET, "acme", "CA1")

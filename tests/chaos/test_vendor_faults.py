@@ -15,7 +15,8 @@ import pytest
 from streaming_service.call_session import APOLOGY_HEARING
 from streaming_service.engines.fallback_agent import SWITCH_NOTICE, FallbackAgentRuntime
 from tests.chaos.conftest import StackFactory
-from tests.chaos.harness import DEAD_AIR_LIMIT_S, ChaosStack, user_messages, wait_until
+from tests.chaos.harness import DEAD_AIR_LIMIT_S
+from tests.e2e.conftest import VoiceStack, user_messages, wait_until
 from tests.fakes.speech_marker import marked_speech
 
 AgentFault = Literal["5xx", "hang", "stream_cut", "malformed_tool_call"]
@@ -23,7 +24,7 @@ LONG_REPLY = ("Sure, I can help you with that booking right away. We have plenty
               "Which day works best for you?")
 
 
-def _inject(stack: ChaosStack, fault: AgentFault) -> None:
+def _inject(stack: VoiceStack, fault: AgentFault) -> None:
     if fault == "5xx":
         stack.openai.fail_next(503)
         stack.openai.fail_next(503)  # the SDK retries once; both fail
@@ -67,7 +68,7 @@ async def test_agent_fault_offline_policy_takes_over_without_dead_air(chaos_stac
 
 
 @pytest.mark.parametrize("fault", ["5xx", "stream_cut"])
-async def test_tts_fault_offline_voice_speaks_the_rest(chaos_stack: ChaosStack, fault: str) -> None:
+async def test_tts_fault_offline_voice_speaks_the_rest(chaos_stack: VoiceStack, fault: str) -> None:
     stack = chaos_stack
     stack.openai.script(LONG_REPLY)
     async with stack.call() as caller:
@@ -88,7 +89,7 @@ async def test_tts_fault_offline_voice_speaks_the_rest(chaos_stack: ChaosStack, 
 
 
 @pytest.mark.chaos_long
-async def test_stt_drop_mid_utterance_and_10s_refusal_loses_no_words(chaos_stack: ChaosStack) -> None:
+async def test_stt_drop_mid_utterance_and_10s_refusal_loses_no_words(chaos_stack: VoiceStack) -> None:
     stack = chaos_stack
     # Real time: the outage is wall-clock, and a faster caller would send 30 s of audio in it, more than
     # the recogniser keeps for resending (max_buffer_s).

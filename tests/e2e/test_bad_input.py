@@ -11,7 +11,7 @@ import logging
 import aiohttp
 import pytest
 
-from tests.e2e.test_live_call import user_messages, wait_until
+from tests.e2e.conftest import user_messages, wait_until
 from tests.fakes.speech_marker import marked_speech
 
 

@@ -33,8 +33,7 @@ from streaming_service.call_session import Engines
 from streaming_service.engines.deepgram_stt import DeepgramSpeechToText
 from streaming_service.engines.offline_tts import OfflineTextToSpeech
 from streaming_service.service_state import STATE
-from tests.e2e.conftest import STREAM_SECRET, TWILIO_TOKEN, free_port
-from tests.e2e.test_live_call import wait_until
+from tests.e2e.conftest import STREAM_SECRET, TWILIO_TOKEN, free_port, wait_until
 from tests.fakes.deepgram_server import FakeDeepgram
 from tests.fakes.speech_marker import marked_speech
 from tests.integration.test_conversations import (

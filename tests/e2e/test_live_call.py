@@ -5,26 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 
+from tests.e2e.conftest import user_messages, wait_until
 from tests.fakes.openai_server import ToolCall
 from tests.fakes.speech_marker import marked_speech
-
-
-async def wait_until(predicate, timeout_s=10.0, step_s=0.02):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        await asyncio.sleep(step_s)
-    raise AssertionError("condition not met in time")
-
-
-def user_messages(openai):
-    out = []
-    for body in openai.requests:
-        msgs = [m for m in body.get("messages", []) if m.get("role") == "user"]
-        if msgs:
-            out.append(msgs[-1]["content"])
-    return out
 
 
 async def test_multi_turn_conversation(stack):

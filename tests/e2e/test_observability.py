@@ -18,7 +18,7 @@ from shared.stream_token import mint_stream_token
 from streaming_service.telemetry.service_metrics import ServiceMetrics
 from streaming_service.telemetry.service_telemetry import ServiceTelemetry
 from streaming_service.telemetry.tracing import ServiceTracing
-from tests.e2e.conftest import STREAM_SECRET, VoiceStack, start_stack
+from tests.e2e.conftest import STREAM_SECRET, VoiceStack, start_stack, wait_until
 from tests.e2e.observability_support import (
     SECRETS,
     WEBHOOK_SPAN_ID,
@@ -29,7 +29,6 @@ from tests.e2e.observability_support import (
     secret_fakes,  # noqa: F401 (fixture)
     validate_emf,
 )
-from tests.e2e.test_live_call import wait_until
 from tests.fakes.openai_server import ToolCall
 from tests.fakes.speech_marker import marked_speech
 
@@ -67,7 +66,7 @@ class ObservedStack:
 async def observed(secret_fakes) -> AsyncIterator[ObservedStack]:  # noqa: F811
     receiver = OtlpReceiver()
     await receiver.start()
-    stack, runner = await start_stack(secret_fakes)
+    stack = await start_stack(secret_fakes)
     lines: list[str] = []
     telemetry = ServiceTelemetry(ServiceMetrics("test", sink=lines.append),
                                  ServiceTracing.to_collector(receiver.endpoint, "voice-agent-test", "test",
@@ -75,10 +74,7 @@ async def observed(secret_fakes) -> AsyncIterator[ObservedStack]:  # noqa: F811
     telemetry.tracing.instrument_clients()
     stack.state.telemetry = telemetry
     yield ObservedStack(stack, receiver, lines, telemetry)
-    for sim in stack.calls:
-        await sim.hang_up()
-    await stack.state.drain(0)
-    await runner.cleanup()  # flushes and shuts tracing down, uninstruments httpx and Redis
+    await stack.close()  # the runner's cleanup flushes and shuts tracing down, uninstruments httpx and Redis
     await receiver.stop()
 
 

@@ -15,8 +15,7 @@ from shared.tenancy.transcript_buffer import TranscriptRecorder
 from streaming_service.app import create_app
 from streaming_service.engines.factory import build_engines
 from streaming_service.tenancy_recorder import TenancyCallRecorder
-from tests.e2e.conftest import VoiceStack, free_port, vendor_settings
-from tests.e2e.test_live_call import wait_until
+from tests.e2e.conftest import VoiceStack, free_port, vendor_settings, wait_until
 from tests.fakes.speech_marker import marked_speech
 
 
@@ -33,7 +32,7 @@ async def test_status_and_tenant_call_view_show_the_same_turn_figures(
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    stack = VoiceStack(dg, el, oa, settings, port, app)
+    stack = VoiceStack(dg, el, oa, settings, port, app, runner)
     try:
         async with stack.call(tenant_id=str(tenant.tenant_id)) as caller, aiohttp.ClientSession() as http:
             await caller.wait_for_agent(since=0)

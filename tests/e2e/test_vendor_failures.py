@@ -7,7 +7,7 @@ import time
 
 from streaming_service.call_session import APOLOGY_AGENT
 from streaming_service.engines.fallback_agent import SWITCH_NOTICE
-from tests.e2e.test_live_call import user_messages, wait_until
+from tests.e2e.conftest import user_messages, wait_until
 from tests.fakes.speech_marker import marked_speech
 
 
