@@ -25,7 +25,7 @@ test: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy shared streaming_service functions infra bench/call_bench.py bench/run_all.py
+	$(VENV)/bin/mypy shared streaming_service functions local infra bench/call_bench.py bench/run_all.py
 
 demo: setup
 	$(VENV)/bin/voice-agent demo

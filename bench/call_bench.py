@@ -28,7 +28,7 @@ from pathlib import Path
 
 import aiohttp
 
-from shared.call_simulator import SimulatedCall
+from local.call_simulator import SimulatedCall
 from shared.stream_token import mint_stream_token
 from tests.e2e.conftest import STREAM_SECRET, TWILIO_TOKEN, free_port
 from tests.fakes.speech_marker import marked_speech

@@ -69,7 +69,7 @@ def bench_webhook(iterations: int) -> dict[str, Any]:
 
     from functions.voice_webhook.handler import WebhookConfig, create_handler
     from functions.voice_webhook.tenancy_directory import TenancyCallDirectory
-    from shared.apigw_adapter import LocalLambdaContext
+    from local.apigw_adapter import LocalLambdaContext
     from shared.app_secrets import AppSecrets
     from shared.settings import Settings
     from shared.tenancy.embedded import (
@@ -125,7 +125,7 @@ def bench_tool_proxy(iterations: int) -> dict[str, Any]:
     from functions.tool_proxy.handler import create_handler
     from functions.tool_proxy.proxy import ToolProxy
     from functions.tool_proxy.sources import BundleToolSecrets, MappingToolboxes
-    from shared.apigw_adapter import LocalLambdaContext
+    from local.apigw_adapter import LocalLambdaContext
     from shared.stream_token import mint_stream_token
 
     ready = threading.Event()

@@ -39,7 +39,7 @@ from bench.call_bench import (
     _wait_ready,
     service_env,
 )
-from shared.call_simulator import SimulatedCall
+from local.call_simulator import SimulatedCall
 from shared.stream_token import mint_stream_token
 from tests.e2e.conftest import STREAM_SECRET, TWILIO_TOKEN, free_port
 from tests.fakes.speech_marker import marked_speech

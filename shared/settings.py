@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     twilio_auth_token: SecretStr | None = None
     stream_token_secret: SecretStr | None = None
     stream_token_ttl_s: int = 300
+    # Operational pages (/websocket-status, /websocket-metrics, the local /phone and /calls): a bearer token;
+    # unset, they are served to direct loopback requests only (streaming_service/operator_access.py).
+    operator_token: SecretStr | None = None
     # Local development only: accept unsigned upgrades and tokens. Logged loudly at start-up.
     insecure_skip_twilio_verification: bool = False
 
@@ -144,7 +147,8 @@ class Settings(BaseSettings):
         return (f"postgresql://{quote(self.db_user)}:{quote(password)}@{self.db_host}:{self.db_port}/"
                 f"{self.db_name}?sslmode=require")
 
-    def secret(self, name: Literal["twilio_auth_token", "stream_token_secret", "tool_proxy_secret"]) -> str:
+    def secret(self, name: Literal["twilio_auth_token", "stream_token_secret", "tool_proxy_secret",
+                                   "operator_token"]) -> str:
         value: SecretStr | None = getattr(self, name)
         return value.get_secret_value() if value else ""
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from shared.call_simulator import SimulatedCall
+from local.call_simulator import SimulatedCall
 from tests.e2e.conftest import VoiceStack, start_stack
 from tests.fakes.deepgram_server import FakeDeepgram
 from tests.fakes.elevenlabs_server import FakeElevenLabs

@@ -14,7 +14,7 @@ from functions.tool_proxy.egress import EgressPolicy
 from functions.tool_proxy.handler import create_handler
 from functions.tool_proxy.proxy import ToolProxy
 from functions.tool_proxy.sources import BundleToolSecrets, MappingToolboxes
-from shared.apigw_adapter import lambda_route
+from local.apigw_adapter import lambda_route
 from tests.chaos.conftest import StackFactory
 from tests.chaos.harness import DEAD_AIR_LIMIT_S
 from tests.fakes.openai_server import ToolCall

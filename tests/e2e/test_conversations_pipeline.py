@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from shared.call_simulator import SimulatedCall
+from local.call_simulator import SimulatedCall
 from shared.settings import Settings
 from shared.stream_token import mint_stream_token
 from shared.tenancy import bookings

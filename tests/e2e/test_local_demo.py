@@ -11,7 +11,7 @@ import wave
 from pathlib import Path
 from uuid import UUID
 
-from shared.local.demo import CALLER_NAME, run_demo
+from local.demo import CALLER_NAME, run_demo
 from shared.settings import Settings
 from shared.tenancy import calls
 
@@ -45,7 +45,7 @@ def test_embedded_servers_stop_cleanly_and_a_second_start_reuses_the_data(tmp_pa
     probe = (
         "import asyncio\n"
         "from uuid import UUID\n"
-        "from shared.local.stack import build_local_stack\n"
+        "from local.stack import build_local_stack\n"
         "from shared.settings import Settings\n"
         "from shared.tenancy import bookings\n"
         "async def main():\n"
@@ -71,7 +71,7 @@ def test_embedded_servers_stop_cleanly_and_a_second_start_reuses_the_data(tmp_pa
 async def test_demo_transcript_is_durable_in_postgres(tmp_path):
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     result = await run_demo(io.StringIO(), tmp_path / "demo.wav", settings=settings, data_folder=tmp_path / "d")
-    from shared.local.stack import build_local_stack
+    from local.stack import build_local_stack
 
     stack = await build_local_stack(settings, 0, tmp_path / "d")
     try:

@@ -8,8 +8,8 @@ import time
 
 from aiohttp import web
 
+from local.call_simulator import SimulatedCall
 from shared import twilio_media as wire
-from shared.call_simulator import SimulatedCall
 from tests.e2e.conftest import free_port
 
 

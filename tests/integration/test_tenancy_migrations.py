@@ -7,7 +7,7 @@ import asyncio
 import asyncpg
 import pytest
 
-from shared.cli import main
+from local.cli import main
 from shared.tenancy.calls import start_call
 from shared.tenancy.database import TenantDatabase
 from shared.tenancy.embedded import dsn_with

@@ -1,6 +1,6 @@
 """The MCP tool proxy, served the way API Gateway serves it, driven by the real MCP client.
 
-The Lambda handler runs behind `shared/apigw_adapter.py` on loopback (REST API events with a `/prod`
+The Lambda handler runs behind `local/apigw_adapter.py` on loopback (REST API events with a `/prod`
 stage); `mcp.ClientSession` talks to it over streamable HTTP with an httpx2 client carrying the bearer
 token; tool targets are real aiohttp endpoints on 127.0.0.1 and ::1.
 """
@@ -24,7 +24,7 @@ from functions.tool_proxy.egress import EgressPolicy
 from functions.tool_proxy.handler import create_handler
 from functions.tool_proxy.proxy import CallRecord, ToolProxy
 from functions.tool_proxy.sources import BundleToolSecrets, MappingToolboxes
-from shared.apigw_adapter import lambda_route
+from local.apigw_adapter import lambda_route
 from shared.stream_token import mint_stream_token
 from tests.fakes.tenant_tool_server import API_KEY_HEADER, TenantToolServer
 

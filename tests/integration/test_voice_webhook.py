@@ -1,6 +1,6 @@
 """The voice webhook Lambda against real Postgres and Redis (shared/tenancy), invoked two ways:
 with API Gateway proxy events as deployed (REST API, `/prod` stage, execute-api host; HTTP API v2), and
-over HTTP on loopback through `shared/apigw_adapter.py`, signed like Twilio signs.
+over HTTP on loopback through `local/apigw_adapter.py`, signed like Twilio signs.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from twilio.request_validator import RequestValidator
 
 from functions.voice_webhook.handler import LambdaHandler, WebhookConfig, create_handler
 from functions.voice_webhook.tenancy_directory import TenancyCallDirectory
-from shared.apigw_adapter import LocalLambdaContext, lambda_route
+from local.apigw_adapter import LocalLambdaContext, lambda_route
 from shared.app_secrets import AppSecrets
 from shared.stream_token import verify_stream_token
 from shared.tenancy import calls

@@ -21,8 +21,8 @@ from uuid import UUID
 import aiohttp
 from aiohttp import web
 
-from shared.call_simulator import after_stream, dial
-from shared.local.stack import DEMO_CALLER, DEMO_NUMBER, LocalStack, build_local_stack
+from local.call_simulator import after_stream, dial
+from local.stack import DEMO_CALLER, DEMO_NUMBER, LocalStack, build_local_stack
 from shared.settings import Settings
 from shared.tenancy import bookings
 from streaming_service.call_session import CallSession

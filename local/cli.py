@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 COMMAND_MODULES: tuple[str, ...] = (
     "shared.tenancy.admin_cli",
-    "shared.local.commands",
+    "local.commands",
 )
 
 

@@ -18,7 +18,7 @@ from uuid import UUID
 from aiohttp import web
 from pydantic import SecretStr
 
-from shared.apigw_adapter import lambda_route
+from local.apigw_adapter import lambda_route
 from shared.app_secrets import AppSecrets
 from shared.settings import Settings
 from shared.tenancy import embedded

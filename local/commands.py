@@ -17,7 +17,7 @@ log = logging.getLogger("voice_agent.local")
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from shared.local.stack import DEMO_NUMBER, build_local_stack
+    from local.stack import DEMO_NUMBER, build_local_stack
     from streaming_service.server import serve_until_signalled
 
     settings = get_settings()
@@ -76,7 +76,7 @@ def _call(args: argparse.Namespace) -> int:
     """Place one call against a running server, as Twilio would, and speak the given lines."""
     import aiohttp
 
-    from shared.call_simulator import after_stream, dial
+    from local.call_simulator import after_stream, dial
     from streaming_service.engines.offline_tts import OfflineTextToSpeech
 
     settings = get_settings()
@@ -114,7 +114,7 @@ def _call(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     import os
 
-    from shared.local.demo import run_demo
+    from local.demo import run_demo
 
     configure_logging("WARNING")
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")  # the Lambdas' EMF lines would drown the transcript
