@@ -1,4 +1,8 @@
-"""The streaming service's HTTP surface: health, readiness, status, metrics, and the Twilio stream."""
+"""The streaming service's HTTP surface: health, readiness, status, metrics, and the Twilio stream.
+
+Public: `/`, `/ready` and `/twilio-stream` (signed by Twilio). Operator only (streaming_service/operator_access.py):
+`/websocket-status` and `/websocket-metrics`.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from aiohttp import web
 from shared.settings import Settings
 from streaming_service.call_recorder import CallRecorder, LoggingCallRecorder
 from streaming_service.call_session import Engines
+from streaming_service.operator_access import require_operator
 from streaming_service.service_state import STATE, ServiceState, TenantSettingsLookup, no_tenant_settings
 from streaming_service.stream_handler import handle_twilio_stream
 from streaming_service.telemetry.service_telemetry import ServiceTelemetry
@@ -30,11 +35,15 @@ async def ready(request: web.Request) -> web.Response:
 
 
 async def websocket_metrics(request: web.Request) -> web.Response:
-    return web.json_response(request.app[STATE].metrics())
+    state: ServiceState = request.app[STATE]
+    require_operator(request, state.settings)
+    return web.json_response(state.metrics())
 
 
 async def websocket_status(request: web.Request) -> web.Response:
+    """Live call SIDs and tenant ids: an operator's page, never the public's."""
     state: ServiceState = request.app[STATE]
+    require_operator(request, state.settings)
     return web.json_response({"sessions": [s.snapshot() for s in state.sessions.values()]})
 
 
