@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -24,6 +24,28 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Metadata endpoints named explicitly: they are link-local/ULA (already refused) but worth a clear reason.
 _METADATA = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
+
+# IANA's IPv4 and IPv6 Special-Purpose Address Registries (and multicast), listed here rather than left to
+# `ipaddress`, whose flags vary between Python versions and miss 6to4, site-local and several others. Every
+# entry is refused, including those IANA marks "globally reachable" (AS112, AMT): no tool target lives there.
+# Prefixes that embed an IPv4 host (6to4, Teredo, NAT64) are refused outright, whatever they embed.
+SPECIAL_PURPOSE_NETWORKS: tuple[tuple[IPNetwork, str], ...] = tuple(
+    (ipaddress.ip_network(cidr), name) for cidr, name in (
+        ("0.0.0.0/8", "this network"), ("10.0.0.0/8", "private"), ("100.64.0.0/10", "shared address space"),
+        ("127.0.0.0/8", "loopback"), ("169.254.0.0/16", "link-local"), ("172.16.0.0/12", "private"),
+        ("192.0.0.0/24", "IETF protocol assignments"), ("192.0.2.0/24", "documentation"),
+        ("192.31.196.0/24", "AS112"), ("192.52.193.0/24", "AMT"), ("192.88.99.0/24", "6to4 relay anycast"),
+        ("192.168.0.0/16", "private"), ("192.175.48.0/24", "AS112 direct delegation"),
+        ("198.18.0.0/15", "benchmarking"), ("198.51.100.0/24", "documentation"),
+        ("203.0.113.0/24", "documentation"), ("224.0.0.0/4", "multicast"), ("240.0.0.0/4", "reserved"),
+        ("255.255.255.255/32", "limited broadcast"),
+        ("::/128", "unspecified"), ("::1/128", "loopback"), ("::/96", "IPv4-compatible (deprecated)"),
+        ("64:ff9b::/96", "NAT64"), ("64:ff9b:1::/48", "local-use NAT64"), ("100::/64", "discard-only"),
+        ("100:0:0:1::/64", "dummy prefix"), ("2001::/32", "Teredo"), ("2001::/23", "IETF protocol assignments"),
+        ("2001:db8::/32", "documentation"), ("2002::/16", "6to4"), ("2620:4f:8000::/48", "AS112 direct delegation"),
+        ("3fff::/20", "documentation"), ("5f00::/16", "segment routing SIDs"), ("fc00::/7", "unique-local"),
+        ("fe80::/10", "link-local"), ("fec0::/10", "site-local (deprecated)"), ("ff00::/8", "multicast"),
+    ))
 
 
 class EgressRefused(Exception):
@@ -63,6 +85,9 @@ def refusal_reason(address: IPAddress, policy: EgressPolicy) -> str | None:
         return refusal_reason(address.ipv4_mapped, policy)
     if address in _METADATA:
         return "cloud metadata address"
+    for network, name in SPECIAL_PURPOSE_NETWORKS:
+        if address.version == network.version and address in network:
+            return f"{name} address"
     if address.is_loopback:
         return "loopback address"
     if address.is_link_local:
@@ -75,7 +100,18 @@ def refusal_reason(address: IPAddress, policy: EgressPolicy) -> str | None:
     return None
 
 
-async def resolve_checked(host: str, port: int, policy: EgressPolicy) -> list[IPAddress]:
+async def system_lookup(host: str, port: int) -> list[str]:
+    """Every address the system resolver answers for `host` (A and AAAA)."""
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise EgressRefused(f"cannot resolve {host}") from exc
+    return [str(info[4][0]) for info in infos]
+
+
+async def resolve_checked(host: str, port: int, policy: EgressPolicy,
+                          lookup: Callable[[str, int], Awaitable[list[str]]] = system_lookup) -> list[IPAddress]:
     """Resolve `host` and return its addresses, refusing if any of them is not allowed."""
     try:
         literal: IPAddress | None = ipaddress.ip_address(host.strip("[]"))
@@ -84,12 +120,10 @@ async def resolve_checked(host: str, port: int, policy: EgressPolicy) -> list[IP
     if literal is not None:
         addresses = [literal]
     else:
-        loop = asyncio.get_running_loop()
         try:
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except socket.gaierror as exc:
-            raise EgressRefused(f"cannot resolve {host}") from exc
-        addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
+            addresses = list(dict.fromkeys(ipaddress.ip_address(a.split("%", 1)[0]) for a in await lookup(host, port)))
+        except ValueError as exc:
+            raise EgressRefused(f"{host} resolves to an unreadable address") from exc
     if not addresses:
         raise EgressRefused(f"cannot resolve {host}")
     # All or nothing: a name answering with one public and one private address is refused outright.
@@ -146,6 +180,8 @@ async def _exchange(method: str, url: str, headers: dict[str, str], json_body: A
         async with aiohttp.ClientSession(connector=connector, trust_env=False) as session, \
                 session.request(method, url, headers=headers, json=json_body, params=params,
                                 allow_redirects=False) as response:
+            if 300 <= response.status < 400:  # not followed: the Location was never checked
+                raise EgressRefused(f"target answered a redirect (HTTP {response.status}), which is not followed")
             declared = response.content_length
             if declared is not None and declared > policy.max_response_bytes:
                 raise EgressFailed(f"response exceeded {policy.max_response_bytes} bytes")
