@@ -1,0 +1,227 @@
+"""The SSRF guard's redirect and DNS defences, through the deployed tool proxy.
+
+The Lambda handler runs behind `local/apigw_adapter.py`, driven by the real MCP client, as in
+test_tool_proxy.py. Two listeners share one port: 127.0.0.2 stands for a tenant's public host (the
+policy allowlists exactly 127.0.0.2/32), 127.0.0.1 for something inside the network that must never be
+reached. Test-only host names are answered by a zone resolver: every event loop made while the test runs
+(the test's own and the one Mangum makes in the Lambda thread) answers `getaddrinfo` for those names
+from the zone, one answer per lookup, and passes every other name to the system resolver. A build that
+resolved again at connect time, checked only the first answer, or followed redirects reaches 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import socket
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+
+import httpx2
+from aiohttp import web
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from mcp_types import CallToolResult, TextContent
+
+from functions.tool_proxy.egress import EgressPolicy
+from functions.tool_proxy.handler import create_handler
+from functions.tool_proxy.proxy import ToolProxy
+from functions.tool_proxy.sources import BundleToolSecrets, MappingToolboxes
+from local.apigw_adapter import lambda_route
+from shared.stream_token import mint_stream_token
+
+SECRET = "egress-test-secret"
+TENANT = "tenant-egress"
+PUBLIC = "127.0.0.2"  # allowlisted: stands for a public host
+INSIDE = "127.0.0.1"  # not allowlisted: stands for the inside of the network
+METADATA_URL = "http://169.254.169.254/latest/meta-data/iam/security-credentials/"
+
+
+class Zone:
+    """Answers for test-only names: each lookup takes the next answer; the last one repeats."""
+
+    def __init__(self, answers: dict[str, list[list[str]]]) -> None:
+        self.answers = answers
+        self.lookups: Counter[str] = Counter()
+
+    def answer(self, host: str) -> list[str] | None:
+        if host not in self.answers:
+            return None
+        sequence = self.answers[host]
+        answer = sequence[min(self.lookups[host], len(sequence) - 1)]
+        self.lookups[host] += 1
+        return answer
+
+
+@contextmanager
+def zone_resolver(zone: Zone) -> Iterator[asyncio.AbstractEventLoop]:
+    """An event loop (and policy, for the Lambda thread's loop) whose getaddrinfo consults `zone`."""
+
+    class ZoneLoop(asyncio.SelectorEventLoop):
+        async def getaddrinfo(self, host: Any, port: Any, *, family: int = 0, type: int = 0,
+                              proto: int = 0, flags: int = 0) -> list[Any]:
+            name = host.decode() if isinstance(host, bytes) else host
+            answer = zone.answer(name) if isinstance(name, str) else None
+            if answer is None:
+                return await super().getaddrinfo(host, port, family=family, type=type, proto=proto,
+                                                 flags=flags)
+            return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, int(port or 0)))
+                    for address in answer]
+
+    class ZonePolicy(asyncio.DefaultEventLoopPolicy):
+        _loop_factory = ZoneLoop
+
+    previous = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(ZonePolicy())
+    loop = ZoneLoop()
+    try:
+        yield loop
+    finally:
+        loop.run_until_complete(loop.shutdown_default_executor())
+        loop.close()
+        asyncio.set_event_loop_policy(previous)
+
+
+class Listeners:
+    """The public host and the inside host on one port, counting every request by path."""
+
+    def __init__(self) -> None:
+        self.hits: dict[str, Counter[str]] = {PUBLIC: Counter(), INSIDE: Counter()}
+        self.port = 0
+        self._runners: list[web.AppRunner] = []
+
+    def _app(self, address: str) -> web.Application:
+        async def any_path(request: web.Request) -> web.StreamResponse:
+            self.hits[address][request.path] += 1
+            if request.path == "/redirect-to-metadata":
+                raise web.HTTPFound(METADATA_URL)
+            if request.path == "/redirect-inside":
+                raise web.HTTPFound(f"http://{INSIDE}:{self.port}/secret")
+            return web.json_response({"answered_by": address})
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", any_path)
+        return app
+
+    async def start(self) -> Listeners:
+        for _ in range(20):
+            public = web.AppRunner(self._app(PUBLIC), shutdown_timeout=0.1)
+            await public.setup()
+            site = web.TCPSite(public, PUBLIC, 0)
+            await site.start()
+            server = site._server
+            assert isinstance(server, asyncio.Server)
+            self.port = server.sockets[0].getsockname()[1]
+            inside = web.AppRunner(self._app(INSIDE), shutdown_timeout=0.1)
+            await inside.setup()
+            try:
+                await web.TCPSite(inside, INSIDE, self.port).start()
+            except OSError:  # the port is taken on 127.0.0.1: try another one
+                await inside.cleanup()
+                await public.cleanup()
+                continue
+            self._runners = [public, inside]
+            return self
+        raise RuntimeError(f"no port free on both {PUBLIC} and {INSIDE} after 20 tries")
+
+    async def stop(self) -> None:
+        for runner in self._runners:
+            await runner.cleanup()
+
+
+def _tool(name: str, url: str) -> dict[str, Any]:
+    return {"name": name, "description": f"{name} tool",
+            "input_schema": {"type": "object", "properties": {}, "additionalProperties": False},
+            "target": {"method": "GET", "url": url, "headers": {}}}
+
+
+@asynccontextmanager
+async def proxy_session(listeners: Listeners) -> AsyncIterator[ClientSession]:
+    """An MCP session with the tool proxy Lambda, its policy allowlisting only the public host."""
+    port = listeners.port
+    tools = [_tool("rebinding", f"http://rebind.tools.test:{port}/tool"),
+             _tool("mixed_answer", f"http://mixed.tools.test:{port}/tool"),
+             _tool("redirect_to_metadata", f"http://{PUBLIC}:{port}/redirect-to-metadata"),
+             _tool("redirect_inside", f"http://{PUBLIC}:{port}/redirect-inside"),
+             _tool("public", f"http://{PUBLIC}:{port}/tool")]
+    policy = EgressPolicy(timeout_s=2.0, allowed_networks=EgressPolicy.parse_networks(f"{PUBLIC}/32"))
+    proxy = ToolProxy(MappingToolboxes({TENANT: {"tools": tools}}), BundleToolSecrets(lambda: {}), policy)
+    handler = create_handler(functools.partial(lambda p: (p, SECRET), proxy))
+    app = web.Application()
+    app.router.add_route("*", "/prod/mcp", lambda_route(handler, shape="rest", strip_prefix="/prod"))
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, INSIDE, 0)
+    await site.start()
+    server = site._server
+    assert isinstance(server, asyncio.Server)
+    url = f"http://{INSIDE}:{server.sockets[0].getsockname()[1]}/prod/mcp"
+    token = mint_stream_token(SECRET, TENANT, "CA" + "0" * 32)
+    try:
+        async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http, \
+                streamable_http_client(url, http_client=http) as (read, write), \
+                ClientSession(read, write) as session:
+            await session.initialize()
+            yield session
+    finally:
+        await runner.cleanup()
+
+
+def _text(result: CallToolResult) -> str:
+    content = result.content[0]
+    assert isinstance(content, TextContent)
+    return content.text
+
+
+def _call(zone: Zone, tool: str) -> tuple[CallToolResult, Listeners]:
+    async def scenario() -> tuple[CallToolResult, Listeners]:
+        listeners = await Listeners().start()
+        try:
+            async with proxy_session(listeners) as session:
+                return await session.call_tool(tool, {}), listeners
+        finally:
+            await listeners.stop()
+
+    with zone_resolver(zone) as loop:
+        return loop.run_until_complete(scenario())
+
+
+def test_the_allowlisted_host_is_reachable() -> None:
+    """The control: without a trick, the public host answers (so the refusals below mean something)."""
+    result, listeners = _call(Zone({}), "public")
+    assert not result.is_error, _text(result)
+    assert result.structured_content == {"answered_by": PUBLIC}
+    assert listeners.hits[PUBLIC]["/tool"] == 1
+
+
+def test_dns_answer_changing_between_check_and_connect_still_connects_to_the_checked_address() -> None:
+    zone = Zone({"rebind.tools.test": [[PUBLIC], [INSIDE]]})
+    result, listeners = _call(zone, "rebinding")
+    assert zone.lookups["rebind.tools.test"] == 1  # resolved once, for the check
+    assert not result.is_error, _text(result)
+    assert result.structured_content == {"answered_by": PUBLIC}
+    assert sum(listeners.hits[INSIDE].values()) == 0
+
+
+def test_mixed_public_and_private_answer_is_refused_with_the_private_reason() -> None:
+    zone = Zone({"mixed.tools.test": [[PUBLIC, "10.0.0.7"]]})
+    result, listeners = _call(zone, "mixed_answer")
+    assert result.is_error
+    assert _text(result) == "Target refused: mixed.tools.test resolves to a private address"
+    assert sum(listeners.hits[PUBLIC].values()) == 0  # refused before any connection
+
+
+def test_redirect_to_the_metadata_address_is_refused_not_followed() -> None:
+    result, listeners = _call(Zone({}), "redirect_to_metadata")
+    assert result.is_error
+    assert _text(result) == "Target refused: target answered a redirect (HTTP 302), which is not followed"
+    assert listeners.hits[PUBLIC]["/redirect-to-metadata"] == 1
+
+
+def test_redirect_inside_the_network_is_refused_and_never_reaches_it() -> None:
+    result, listeners = _call(Zone({}), "redirect_inside")
+    assert result.is_error
+    assert _text(result) == "Target refused: target answered a redirect (HTTP 302), which is not followed"
+    assert sum(listeners.hits[INSIDE].values()) == 0
