@@ -95,7 +95,13 @@ Resolver = APIGatewayRestResolver | APIGatewayHttpResolver
 def _routes(app: Resolver, config: Callable[[], WebhookConfig], run: Runner) -> Resolver:
     def verified(route_path: str) -> tuple[dict[str, str], AppSecrets] | Response:
         event = app.current_event.raw_event
-        fields = form_fields(app.current_event.decoded_body or "")
+        try:
+            fields = form_fields(app.current_event.decoded_body or "")
+        except ValueError as exc:  # not base64 or not UTF-8: Twilio never sends it, so it is unsigned
+            # One line and the unsigned request's 403: bad bytes before authentication cost nothing.
+            logger.warning("rejected request with an undecodable body", extra={"error": type(exc).__name__})
+            metrics.add_metric(name="BadSignatures", unit=MetricUnit.Count, value=1)
+            return Response(status_code=403, content_type="text/plain", body="invalid signature")
         try:
             secrets = config().load_secrets()
             secrets.require("twilio_auth_token", "stream_token_secret")
