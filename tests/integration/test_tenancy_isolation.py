@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from shared.tenancy import bookings, calls
-from shared.tenancy.database import TenantDatabase
+from shared.tenancy.database import TenantDatabase, _init_connection
 from shared.tenancy.embedded import app_dsn
 from shared.tenancy.models import TenantProfile, TranscriptTurn
 
@@ -178,3 +178,25 @@ async def test_app_role_cannot_escalate(db: TenantDatabase, pair: Pair, statemen
     with pytest.raises(asyncpg.PostgresError):
         async with db.tenant_tx(pair.a.tenant_id) as conn:
             await conn.execute(sql)
+
+
+async def _no_reset(conn: asyncpg.Connection) -> None:
+    """What a transaction pooler (RDS Proxy, PgBouncer in transaction mode) does between clients: nothing."""
+
+
+async def test_tenant_setting_ends_with_its_transaction_without_a_pool_reset(admin_dsn: str, pair: Pair) -> None:
+    """Behind a transaction pooler nothing resets the connection: only SET LOCAL keeps tenants apart."""
+    pool = await asyncpg.create_pool(app_dsn(admin_dsn), min_size=1, max_size=1, init=_init_connection,
+                                     reset=_no_reset)
+    pooled = TenantDatabase(pool)
+    try:
+        async with pooled.tenant_tx(pair.b.tenant_id) as conn:
+            backend = await conn.fetchval("SELECT pg_backend_pid()")
+            assert await conn.fetchval("SELECT count(*) FROM bookings") == 1
+        async with pool.acquire() as conn, conn.transaction():  # the next client's transaction
+            assert await conn.fetchval("SELECT pg_backend_pid()") == backend  # the very same connection
+            assert await conn.fetchval("SELECT nullif(current_setting('app.tenant_id', true), '')") is None
+            assert await conn.fetchval("SELECT current_setting('search_path')") == '"$user", public'
+            assert await _count(conn, pair.b.schema_name, "bookings") == 0
+    finally:
+        await pool.close()
