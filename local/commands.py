@@ -22,6 +22,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     configure_logging(settings.log_level)
+    _metrics_to_their_own_stream()
     port = args.port or settings.port
 
     async def run() -> int:
@@ -35,6 +36,14 @@ def _serve(args: argparse.Namespace) -> int:
 
     cut = asyncio.run(run())
     return 0 if cut == 0 else 1
+
+
+def _metrics_to_their_own_stream() -> None:
+    """The Lambdas' EMF metric lines (Powertools prints them, ColdStart included) go to a file, not the console."""
+    from local.metrics_stream import split_metrics_from_console
+    from shared.tenancy.embedded import data_dir
+
+    split_metrics_from_console(data_dir())
 
 
 def _local_secrets() -> dict[str, str]:
@@ -118,6 +127,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     configure_logging("WARNING")
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")  # the Lambdas' EMF lines would drown the transcript
+    _metrics_to_their_own_stream()
     result = asyncio.run(run_demo(sys.stdout, Path(args.wav)))
     return 0 if result.booking else 1
 

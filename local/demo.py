@@ -21,7 +21,7 @@ from uuid import UUID
 import aiohttp
 from aiohttp import web
 
-from local.call_simulator import after_stream, dial
+from local.call_simulator import SimulatedCall, after_stream, dial
 from local.stack import DEMO_CALLER, DEMO_NUMBER, LocalStack, build_local_stack
 from shared.settings import Settings
 from shared.tenancy import bookings
@@ -46,6 +46,12 @@ def caller_reply(agent_said: str) -> str:
     if "what time" in said or "what day" in said:
         return "Tomorrow at three"
     return OPENING_LINE
+
+
+def call_is_over(call: SimulatedCall, session: CallSession) -> bool:
+    """The line is dead, or the agent has said goodbye (the service is closing the stream once its
+    last words have played): the caller has nothing more to say."""
+    return call.closed.is_set() or session.call.ending
 
 
 @dataclass
@@ -112,7 +118,7 @@ async def place_demo_call(stack: LocalStack, out: TextIO, wav_path: Path, max_tu
         await call.wait_for_agent(since=0, timeout_s=30)
         for _ in range(max_turns):
             printer.update(session)
-            if call.closed.is_set():
+            if call_is_over(call, session):
                 break
             agent_said = next((e["text"] for e in reversed(session.transcript) if e["role"] == "agent"), "")
             line = caller_reply(agent_said)

@@ -24,6 +24,8 @@ async def test_demo_call_books_and_records_everything(tmp_path):
     result = await run_demo(out, tmp_path / "demo.wav", settings=settings, data_folder=tmp_path / "data")
     printed = out.getvalue()
     assert "OfflinePolicyRuntime" in printed and "voice-to-voice" in printed
+    spoken = [line for line in printed.splitlines() if "agent:" in line or "caller says:" in line]
+    assert "agent:" in spoken[-1] and "Goodbye" in spoken[-1], printed  # nothing said after the goodbye
 
     assert result.booking is not None, printed
     assert result.booking["customer_name"].lower().startswith(CALLER_NAME.split()[0].lower())
