@@ -12,7 +12,7 @@ import base64
 import binascii
 import json
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -79,6 +79,33 @@ def _limit(request: web.Request, default: int = 50) -> int:
     return limit
 
 
+def checked_text(value: str, code: str, what: str) -> str:
+    """Text a client sent, refused at the edge when Postgres could not hold it (NUL, lone surrogates)."""
+    if "\x00" in value:
+        raise ApiError(400, code, f"{what} must not contain NUL bytes")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(400, code, f"{what} must be valid Unicode text") from None
+    return value
+
+
+def checked_instant(value: str, code: str, what: str) -> datetime:
+    """An ISO 8601 date-time a client sent. Near year 1 or 9999 a UTC offset can push the instant out of
+    the range a datetime holds; that is the client's input, so a 400, not an overflow in the driver."""
+    try:
+        parsed = datetime.fromisoformat(checked_text(value, code, what))
+        if parsed.tzinfo is not None:
+            parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise ApiError(400, code, f"{what} must be an ISO 8601 date-time between years 1 and 9999 in UTC") from None
+    return parsed
+
+
+def call_sid_param(request: web.Request) -> str:
+    return checked_text(request.match_info["call_sid"], "invalid_call_sid", "call id")
+
+
 def encode_cursor(*values: str) -> str:
     return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
 
@@ -91,8 +118,8 @@ def decode_cursor(request: web.Request) -> list[str] | None:
         values = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
         if not isinstance(values, list) or len(values) != 2:
             raise ValueError
-        return [str(v) for v in values]
-    except (ValueError, binascii.Error):
+        return [checked_text(str(v), "invalid_cursor", "cursor") for v in values]
+    except (ValueError, binascii.Error, RecursionError):
         raise ApiError(400, "invalid_cursor", "cursor is not one this API returned") from None
 
 
@@ -103,24 +130,21 @@ def _page(items: list[Any], limit: int, cursor_of: Callable[[Any], str]) -> dict
 
 async def list_calls(request: web.Request) -> web.Response:
     limit, cursor = _limit(request), decode_cursor(request)
-    try:
-        before = (datetime.fromisoformat(cursor[0]), cursor[1]) if cursor else None
-    except ValueError:
-        raise ApiError(400, "invalid_cursor", "cursor is not one this API returned") from None
+    before = (checked_instant(cursor[0], "invalid_cursor", "cursor"), cursor[1]) if cursor else None
     items = await calls.list_calls(request.app[DB_KEY], request[TENANT_KEY], limit=limit, before=before)
     return web.json_response(_page(items, limit, lambda c: encode_cursor(c.started_at.isoformat(), c.call_sid)))
 
 
 async def get_call(request: web.Request) -> web.Response:
     """One call with its per-turn figures (the same summaries `GET /websocket-status` shows live)."""
-    record = await calls.get_call(request.app[DB_KEY], request[TENANT_KEY], request.match_info["call_sid"])
+    record = await calls.get_call(request.app[DB_KEY], request[TENANT_KEY], call_sid_param(request))
     if record is None:
         raise ApiError(404, "not_found", "no such call")
     return web.json_response(record.to_json())
 
 
 async def call_transcript(request: web.Request) -> web.Response:
-    db, tenant_id, call_sid = request.app[DB_KEY], request[TENANT_KEY], request.match_info["call_sid"]
+    db, tenant_id, call_sid = request.app[DB_KEY], request[TENANT_KEY], call_sid_param(request)
     if await calls.get_call(db, tenant_id, call_sid) is None:
         raise ApiError(404, "not_found", "no such call")
     turns = await calls.list_transcript(db, tenant_id, call_sid)
@@ -130,10 +154,10 @@ async def call_transcript(request: web.Request) -> web.Response:
 async def list_bookings(request: web.Request) -> web.Response:
     limit, cursor = _limit(request), decode_cursor(request)
     try:
-        after = (datetime.fromisoformat(cursor[0]), UUID(cursor[1])) if cursor else None
-        starts_from = datetime.fromisoformat(request.query["from"]) if "from" in request.query else None
+        after = (checked_instant(cursor[0], "invalid_cursor", "cursor"), UUID(cursor[1])) if cursor else None
     except ValueError:
-        raise ApiError(400, "invalid_query", "cursor or from is malformed") from None
+        raise ApiError(400, "invalid_cursor", "cursor is not one this API returned") from None
+    starts_from = checked_instant(request.query["from"], "invalid_from", "from") if "from" in request.query else None
     items = await bookings.list_bookings(
         request.app[DB_KEY], request[TENANT_KEY], limit=limit, after=after, starts_from=starts_from,
         include_cancelled=request.query.get("include_cancelled") == "true")

@@ -11,11 +11,12 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import ipaddress
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -26,6 +27,7 @@ import pytest
 from aiohttp import web
 from hypothesis import strategies as st
 from pydantic import SecretStr
+from yarl import URL
 
 from functions.tool_proxy.egress import EgressPolicy, EgressRefused, refusal_reason, resolve_checked
 from shared.settings import Settings
@@ -94,15 +96,45 @@ class ApiRequest:
     key: str | None
 
 
+# Dates at the edges of what Python and Postgres hold, with UTC offsets that push them over the edge.
+EXTREME_DATES = ["0001-01-01T00:00:00+05:00", "0001-01-01T00:00:00-05:00", "0001-01-01T00:00:00+14:00",
+                 "0001-01-01", "9999-12-31T23:59:59-05:00", "9999-12-31T23:59:59+05:00",
+                 "9999-12-31T23:59:59.999999-14:00", "9999-12-31", "0001-01-01T00:00:00Z"]
+# Text no client should send and no handler may choke on: NUL bytes, lone surrogates (sent as the CESU-8
+# bytes a broken client would put on the wire), control characters.
+hostile_text = st.one_of(
+    st.text(alphabet=st.sampled_from(["\x00", "a", "\ud800", "\udfff", "\x7f", "\n", "é"]), max_size=12),
+    st.builds(lambda a, b: f"{a}\x00{b}", st.text(max_size=10), st.text(max_size=10)),
+    st.text(alphabet=st.characters(categories=["Cs"]), min_size=1, max_size=3),
+    st.sampled_from(["\x00", "CA\x00", "\ud800", "CA\udc00x"]))
+
+
+def _cursor(*values: str) -> str:
+    """A cursor as this API encodes one (base64url of a JSON list), around any values."""
+    return base64.urlsafe_b64encode(json.dumps(list(values)).encode()).decode().rstrip("=")
+
+
+def _q(text: str, safe: str = "") -> str:
+    return quote(text, safe=safe, errors="surrogatepass")
+
+
 def api_requests(api: TenantApi) -> st.SearchStrategy[ApiRequest]:
     known_sids = sorted(api.call_sids["a"] | api.call_sids["b"])
     segment = st.one_of(st.sampled_from(known_sids), st.sampled_from(SQL), st.text(max_size=60),
-                        st.just("%00"), st.just("../../etc/passwd"))
+                        st.just("%00"), st.just("../../etc/passwd"), hostile_text)
     path = st.one_of(st.just("/api/calls"), st.just("/api/bookings"),
-                     segment.map(lambda s: f"/api/calls/{quote(s, safe='')}"),
-                     segment.map(lambda s: f"/api/calls/{quote(s, safe='')}/transcript"),
-                     st.text(max_size=30).map(lambda s: "/api/" + quote(s, safe="/")))
-    value = st.one_of(st.sampled_from(SQL), st.text(max_size=40), st.integers().map(str),
+                     segment.map(lambda s: f"/api/calls/{_q(s)}"),
+                     segment.map(lambda s: f"/api/calls/{_q(s)}/transcript"),
+                     st.text(max_size=30).map(lambda s: "/api/" + _q(s, safe="/")))
+    extreme = st.one_of(st.sampled_from(EXTREME_DATES), st.datetimes(
+        min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31),
+        timezones=st.sampled_from([UTC, timezone(timedelta(hours=14)), timezone(timedelta(hours=-14))])
+    ).map(lambda d: d.isoformat()))
+    cursor = st.one_of(st.builds(_cursor, extreme, st.one_of(st.sampled_from(known_sids), hostile_text,
+                                                             st.uuids().map(str))),
+                       st.builds(_cursor, hostile_text, hostile_text))
+    value = st.one_of(st.sampled_from(SQL), st.text(max_size=40), st.integers().map(str), hostile_text,
+                      extreme, cursor,
                       st.sampled_from(["0", "1", "200", "201", "-1", "true", "2031-03-03", "2031-03-03T09:00:00",
                                        "WyIyMDMxLTAzLTAzIiwgIngiXQ", "WyJ4IiwgInkiXQ", "null"]))
     query = st.dictionaries(st.sampled_from(["limit", "cursor", "from", "include_cancelled", "x"]), value, max_size=3)
@@ -145,7 +177,10 @@ async def test_tenant_api_fuzz_against_its_openapi_description(tenant_api: Tenan
                 headers["X-Tenant-Id"] = request.tenant_header
             if request.key is not None:
                 headers["Authorization"] = f"Bearer {request.key}"
-            async with http.get(tenant_api.url + request.path, params=request.query, headers=headers) as response:
+            # Built by hand, not by aiohttp: lone surrogates go on the wire as the bytes a broken client sends.
+            query = "&".join(f"{_q(k)}={_q(v)}" for k, v in request.query.items())
+            url = URL(tenant_api.url + request.path + (f"?{query}" if query else ""), encoded=True)
+            async with http.get(url, headers=headers) as response:
                 status, body = response.status, await response.read()
             statuses[status] = statuses.get(status, 0) + 1
             assert status < 500, (request, body[:300])
@@ -173,6 +208,32 @@ async def test_tenant_api_fuzz_against_its_openapi_description(tenant_api: Tenan
         await asyncio.to_thread(run_examples, examples, api_requests(tenant_api), check)
     print(f"\ntenant API fuzz: {examples} requests, statuses {dict(sorted(statuses.items()))}")
     assert statuses.get(200, 0) > 0 and statuses.get(403, 0) > 0 and statuses.get(401, 0) > 0
+
+
+HOSTILE_REQUESTS = [
+    ("/api/calls/CA%00x", "invalid_call_sid"), ("/api/calls/%00/transcript", "invalid_call_sid"),
+    # Before year 1 or after 9999 once the offset is applied:
+    (f"/api/calls?cursor={_cursor('0001-01-01T00:00:00+05:00', 'CA1')}", "invalid_cursor"),
+    (f"/api/calls?cursor={_cursor('0001-01-01T00:00:00+14:00', 'CA1')}", "invalid_cursor"),
+    (f"/api/calls?cursor={_cursor('9999-12-31T23:59:59-05:00', 'CA1')}", "invalid_cursor"),
+    (f"/api/calls?cursor={_cursor('2031-03-03T09:00:00+00:00', 'CA' + chr(0))}", "invalid_cursor"),
+    (f"/api/calls?cursor={_cursor('2031-03-03T09:00:00+00:00', 'CA' + chr(0xD800))}", "invalid_cursor"),
+    (f"/api/bookings?cursor={_cursor('0001-01-01T00:00:00+05:00', str(T0.year))}", "invalid_cursor"),
+    (f"/api/bookings?cursor={_cursor('9999-12-31T23:59:59-05:00', '6f1c2b9e-0d7a-4a53-9d1e-2b7f1a0c9e11')}",
+     "invalid_cursor"),
+    ("/api/bookings?from=0001-01-01T00:00:00%2B05:00", "invalid_from"),
+    ("/api/bookings?from=9999-12-31T23:59:59-05:00", "invalid_from"),
+    ("/api/bookings?from=2031-03-03%00", "invalid_from"), ("/api/bookings?from=%ED%A0%80", "invalid_from"),
+]
+
+
+@pytest.mark.parametrize(("path", "code"), HOSTILE_REQUESTS)
+async def test_nul_surrogates_and_extreme_dates_are_clear_400s(tenant_api: TenantApi, path: str, code: str) -> None:
+    headers = {"X-Tenant-Id": tenant_api.tenants["a"], "Authorization": f"Bearer {tenant_api.keys['a']}"}
+    async with aiohttp.ClientSession() as http, \
+            http.get(URL(tenant_api.url + path, encoded=True), headers=headers) as response:
+        assert response.status == 400, await response.text()
+        assert (await response.json())["error"]["code"] == code
 
 
 async def test_sql_in_every_text_field_is_stored_as_text(tenant_api: TenantApi) -> None:
@@ -221,8 +282,9 @@ async def test_service_routes_fuzz_never_fail() -> None:
                                             headers=headers, data=body or None) as response:
                         status = response.status
                         await response.read()
-                except (aiohttp.ClientResponseError, aiohttp.ServerDisconnectedError):
-                    status = 400  # the server refused a malformed upgrade at the protocol level
+                except aiohttp.ClientResponseError as exc:  # refused at the protocol level, with a status
+                    status = exc.status
+                # A dropped connection (ServerDisconnectedError) is a failure: the server must answer.
                 statuses[status] = statuses.get(status, 0) + 1
                 assert status < 500, drawn
 
