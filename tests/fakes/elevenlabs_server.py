@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,7 @@ class RecordedTtsRequest:
     query: dict[str, str]
     headers: dict[str, str]
     body: dict[str, Any]
+    received_at: float = field(default_factory=time.monotonic)  # the same clock as the simulator's events
 
 
 def speech_like_ulaw(text: str) -> bytes:
