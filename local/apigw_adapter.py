@@ -58,17 +58,23 @@ def _body_fields(request: web.Request, body: bytes) -> tuple[str | None, bool]:
     return base64.b64encode(body).decode("ascii"), True
 
 
-def _host_parts(request: web.Request) -> tuple[str, str]:
+def _host_parts(request: web.Request, domain_name: str = "") -> tuple[str, str]:
+    """The Host header as sent, and the domain API Gateway would vouch for. API Gateway sets
+    `requestContext.domainName` to the domain it serves, never to what the client wrote in Host, and the
+    tool proxy's allowed-Host check trusts it; so a configured domain wins over the request's Host."""
     host = request.host or "localhost"
+    if domain_name:
+        return host, domain_name
     domain = host.rsplit(":", 1)[0] if not host.endswith("]") else host
     return host, domain
 
 
-def rest_event(request: web.Request, body: bytes, *, stage: str, strip_prefix: str) -> dict[str, Any]:
+def rest_event(request: web.Request, body: bytes, *, stage: str, strip_prefix: str,
+               domain_name: str = "") -> dict[str, Any]:
     """REST API (v1) proxy event. `path` is the resource path; `requestContext.path` is what was called."""
     full_path = request.path
     path = full_path[len(strip_prefix):] if strip_prefix and full_path.startswith(strip_prefix) else full_path
-    host, domain = _host_parts(request)
+    host, domain = _host_parts(request, domain_name)
     headers = {k: v for k, v in request.headers.items()}
     headers.setdefault("Host", host)
     # API Gateway always sets these; a webhook rebuilding its public URL relies on them.
@@ -99,9 +105,9 @@ def rest_event(request: web.Request, body: bytes, *, stage: str, strip_prefix: s
     }
 
 
-def http_event(request: web.Request, body: bytes, *, stage: str) -> dict[str, Any]:
+def http_event(request: web.Request, body: bytes, *, stage: str, domain_name: str = "") -> dict[str, Any]:
     """HTTP API (v2) proxy event. `rawPath` is the path as called (a named stage stays in it)."""
-    host, domain = _host_parts(request)
+    host, domain = _host_parts(request, domain_name)
     headers: dict[str, str] = {}
     for key, value in request.headers.items():
         name = key.lower()
@@ -154,18 +160,20 @@ def to_response(result: Any) -> web.Response:
 
 
 def lambda_route(handler: LambdaHandler, *, shape: EventShape = "rest", stage: str = "prod",
-                 strip_prefix: str = "", function_name: str = "local"
+                 strip_prefix: str = "", function_name: str = "local", domain_name: str = ""
                  ) -> Callable[[web.Request], Awaitable[web.Response]]:
     """An aiohttp handler invoking `handler` with the event API Gateway would send.
 
     `strip_prefix` is the part of the URL path that is not the resource path: `/prod` when the local
     URL mimics the execute-api form `https://{api}.execute-api.{region}.amazonaws.com/prod/voice`.
+    `domain_name` is the server's own public host, as API Gateway reports its domain (the local server
+    passes it; without it the request's Host header stands in, which only a test harness should rely on).
     """
 
     async def route(request: web.Request) -> web.Response:
         body = await request.read()
-        event = (rest_event(request, body, stage=stage, strip_prefix=strip_prefix) if shape == "rest"
-                 else http_event(request, body, stage=stage))
+        event = (rest_event(request, body, stage=stage, strip_prefix=strip_prefix, domain_name=domain_name)
+                 if shape == "rest" else http_event(request, body, stage=stage, domain_name=domain_name))
         context = LocalLambdaContext(function_name=function_name)
         try:
             result = await asyncio.to_thread(handler, event, context)

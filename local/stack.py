@@ -13,6 +13,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from uuid import UUID
 
 from aiohttp import web
@@ -120,7 +121,9 @@ def _mount_lambdas(app: web.Application, settings: Settings, app_dsn: str, redis
         public_url=settings.public_url, stream_public_url=settings.stream_public_url,
         stream_token_ttl_s=settings.stream_token_ttl_s, load_secrets=lambda: app_secrets,
         connect_directory=directory))
-    route = lambda_route(webhook, shape="rest", stage="local", function_name="voice_webhook")
+    # API Gateway reports the domain it serves, not the client's Host: the tool proxy's Host check trusts it.
+    domain = urlsplit(settings.public_url).hostname or "127.0.0.1"
+    route = lambda_route(webhook, shape="rest", stage="local", function_name="voice_webhook", domain_name=domain)
     for path in ("/voice", "/voice/after-stream", "/status"):
         app.router.add_post(path, route)
 
@@ -130,7 +133,7 @@ def _mount_lambdas(app: web.Application, settings: Settings, app_dsn: str, redis
         return proxy, local["tool_proxy_secret"]
 
     app.router.add_route("*", "/mcp", lambda_route(tool_proxy_handler(make_proxy), shape="rest", stage="local",
-                                                    function_name="tool_proxy"))
+                                                    function_name="tool_proxy", domain_name=domain))
 
 
 async def build_local_stack(settings: Settings, port: int, data_folder: Path | None = None) -> LocalStack:
@@ -153,6 +156,9 @@ async def build_local_stack(settings: Settings, port: int, data_folder: Path | N
     app = create_app(settings, engines, recorder=data.recorder, tenant_settings=data.tenant_settings())
     data.mount_tenant_api(app)
     _mount_lambdas(app, settings, app_dsn, redis_url, local)
+    from local.web_phone import mount_web_phone  # /phone and /calls: local operator pages only
+
+    mount_web_phone(app, settings, admin_dsn, folder)
 
     async def close_data(_: web.Application) -> None:
         await data.close()
