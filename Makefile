@@ -57,14 +57,14 @@ node_modules/.bin/cdk:
 synth: setup node_modules/.bin/cdk
 	$(CDK) synth --quiet -c env=$(ENV) $(CDK_ARGS)
 
-# The Lambda layer for Lambda's platform (manylinux x86_64, CPython 3.12); pins come from pyproject.toml.
-# python3.12 Lambdas run on Amazon Linux 2023 (glibc 2.34), so newer manylinux tags are accepted too:
-# some pinned wheels no longer ship a manylinux2014 build.
+# The Lambda layer for Lambda's platform (manylinux x86_64, CPython 3.11, as infra RUNTIME); pins come from pyproject.toml.
+# python3.11 Lambdas run on Amazon Linux 2 (glibc 2.26): only manylinux tags up to 2_24 load there (every pin
+# has such a wheel; checked with pip download for these platforms).
 layer: setup
 	rm -rf build/layer && mkdir -p build/layer/python
 	$(PY) -m infra.layer_requirements > build/layer/requirements.txt
-	$(PY) -m pip install -q --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 \
-	  --platform manylinux_2_34_x86_64 --implementation cp --python-version 3.12 \
+	$(PY) -m pip install -q --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux_2_24_x86_64 --implementation cp --python-version 3.11 \
 	  --only-binary=:all: -r build/layer/requirements.txt -t build/layer/python
 	rm -rf $(addprefix build/layer/python/,$(shell $(PY) -c 'from infra.layer_requirements import PROVIDED_BY_RUNTIME as p; print(*p)' 2>/dev/null))
 	find build/layer/python -name __pycache__ -prune -exec rm -rf {} +

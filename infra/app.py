@@ -9,7 +9,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from aws_cdk import Annotations, App, Environment, Stack, Tags
+from aws_cdk import Annotations, App, Environment, Stack, Tags, Validations
+from cdk_nag import AwsSolutionsChecks
 
 from infra.config import DEPLOY_TIME_KEYS, EnvironmentConfig, build_config
 from infra.lambda_assets import REPO_ROOT, stage_lambda_assets
@@ -59,7 +60,7 @@ def build_stacks(app: App, config: EnvironmentConfig, *, build_dir: Path | None 
         app_secret=data.app_secret,
         db_secret=data.database.app_secret,
         redis_url_secret=data.cache.url_secret,
-        public_url=network.ingress.public_url,
+        stream_url=network.ingress.stream_url,
         env=env,
     )
     streaming = StreamingStack(
@@ -73,7 +74,7 @@ def build_stacks(app: App, config: EnvironmentConfig, *, build_dir: Path | None 
         app_secret=data.app_secret,
         db_secret=data.database.app_secret,
         redis_url_secret=data.cache.url_secret,
-        public_url=network.ingress.public_url,
+        stream_url=network.ingress.stream_url,
         mcp_url=api.mcp_url,
         env=env,
     )
@@ -105,6 +106,8 @@ def build_stacks(app: App, config: EnvironmentConfig, *, build_dir: Path | None 
 def main() -> None:
     app = App()
     build_stacks(app, config_from_context(app))
+    # cdk-nag on every synth (and so on every deploy): an unacknowledged finding fails the synth.
+    Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     app.synth()
 
 

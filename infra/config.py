@@ -53,6 +53,10 @@ class EnvironmentConfig:
     container_stop_timeout_s: int
     domain_name: str | None  # the streaming endpoint's DNS name (a record you point at the ALB)
     certificate_arn: str | None  # ACM certificate for domain_name; required outside dev
+    max_calls_per_task: int  # admission cap per task: above it a task refuses new streams and /ready says full
+    # Optional custom domain of the HTTP API (Twilio's webhook URL), with a regional ACM certificate for it.
+    api_domain_name: str | None
+    api_certificate_arn: str | None
     # Observability
     log_retention_days: int
     alarm_email: str | None
@@ -85,6 +89,10 @@ class EnvironmentConfig:
             raise ConfigError(f"container_stop_timeout_s must be in [2, {MAX_FARGATE_STOP_TIMEOUT_S}]")
         if not 1 <= self.min_tasks <= self.max_tasks:
             raise ConfigError("need 1 <= min_tasks <= max_tasks")
+        if bool(self.api_domain_name) != bool(self.api_certificate_arn):
+            raise ConfigError(f"{self.env_name}: api_domain_name and api_certificate_arn go together")
+        if self.max_calls_per_task < self.target_active_calls_per_task:
+            raise ConfigError("max_calls_per_task must be >= target_active_calls_per_task (autoscaling aims below it)")
         if self.aurora_auto_pause_minutes and self.aurora_min_acu != 0:
             raise ConfigError("aurora_auto_pause_minutes needs aurora_min_acu = 0")
         if self.is_prod and not (self.deletion_protection and self.retain_data):
@@ -93,7 +101,7 @@ class EnvironmentConfig:
 
 # Values that hold account-specific data (an ACM ARN carries the account id) or personal data stay out of
 # cdk.json and arrive on the command line: `cdk deploy -c env=prod -c certificate_arn=arn:aws:acm:...`.
-DEPLOY_TIME_KEYS = ("certificate_arn", "domain_name", "alarm_email")
+DEPLOY_TIME_KEYS = ("certificate_arn", "domain_name", "alarm_email", "api_domain_name", "api_certificate_arn")
 OPTIONAL_KEYS = (*DEPLOY_TIME_KEYS, "webhook_reserved_concurrency", "tool_proxy_reserved_concurrency")
 
 

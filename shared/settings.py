@@ -54,7 +54,7 @@ class ObservabilityOptions(BaseModel):
 
     # "auto": EMF lines on stdout everywhere but `env=local` (where stdout is the demo's console).
     emf: Literal["auto", "on", "off"] = "auto"
-    active_calls_interval_s: float = 60.0  # the autoscaling gauge is also emitted on every change
+    active_calls_interval_s: float = 10.0  # the autoscaling gauge's fixed cadence (never per change)
     service_name: str = "voice-agent-streaming"
 
 
@@ -126,6 +126,10 @@ class Settings(BaseSettings):
 
     # Limits
     max_ws_message_bytes: int = 64 * 1024
+    # Admission cap of this task (0: none). When full, new streams are refused and /ready answers 503.
+    max_calls_per_task: int = 0
+    # Set by ECS inside a task: the agent endpoint for scale-in protection (streaming_service/task_protection.py).
+    ecs_agent_uri: str = ""
 
     interruption: InterruptionOptions = InterruptionOptions()
     endpointing: EndpointingOptions = EndpointingOptions()

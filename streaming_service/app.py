@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+import aiohttp
 from aiohttp import web
 
 from shared.settings import Settings
@@ -18,6 +19,7 @@ from streaming_service.call_session import Engines
 from streaming_service.operator_access import require_operator
 from streaming_service.service_state import STATE, ServiceState, TenantSettingsLookup, no_tenant_settings
 from streaming_service.stream_handler import handle_twilio_stream
+from streaming_service.task_protection import TaskProtection
 from streaming_service.telemetry.service_telemetry import ServiceTelemetry
 
 SERVICE_NAME = "Programmable Voice Agent"
@@ -31,6 +33,8 @@ async def ready(request: web.Request) -> web.Response:
     state: ServiceState = request.app[STATE]
     if state.draining:
         return web.json_response({"status": "draining", "active_calls": len(state.sessions)}, status=503)
+    if state.full:
+        return web.json_response({"status": "full", "active_calls": len(state.sessions)}, status=503)
     return web.json_response({"status": "ready", "active_calls": len(state.sessions)})
 
 
@@ -48,16 +52,25 @@ async def websocket_status(request: web.Request) -> web.Response:
 
 
 async def _telemetry_lifetime(app: web.Application) -> AsyncIterator[None]:
-    """The periodic ActiveCalls gauge while serving; pending spans flushed at shutdown."""
+    """While serving: the periodic ActiveCalls gauge, and scale-in protection in ECS. At shutdown: spans
+    flushed, protection cleared."""
     state = app[STATE]
     reporter = None
     if state.telemetry.metrics.writer.enabled:
         reporter = asyncio.create_task(state.telemetry.report_active_calls(lambda: len(state.sessions)))
+    protection = None
+    if state.settings.ecs_agent_uri:
+        state.protection = TaskProtection(state.settings.ecs_agent_uri)
+        protection = asyncio.create_task(state.protection.run(state.wanted_protection))
     yield
-    if reporter is not None:
-        reporter.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reporter
+    for task in (reporter, protection):
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if state.protection is not None and state.protection.enabled:
+        async with aiohttp.ClientSession() as session:  # leave no protection behind a stopped process
+            await state.protection.set(session, False)
     await state.telemetry.close()
 
 

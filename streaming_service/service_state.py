@@ -16,6 +16,7 @@ from shared.settings import Settings
 from streaming_service.call_recorder import CallRecorder
 from streaming_service.call_session import CallSession, Engines
 from streaming_service.phrase_cache import PhraseCache
+from streaming_service.task_protection import TaskProtection, Wanted
 from streaming_service.telemetry.service_telemetry import ServiceTelemetry
 
 log = logging.getLogger("voice_agent.service")
@@ -42,18 +43,32 @@ class ServiceState:
     protocol_errors: int = 0
     calls_total: int = 0
     draining: bool = False
+    refused_full: int = 0
+    protection: TaskProtection | None = None
     _drained: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def full(self) -> bool:
+        cap = self.settings.max_calls_per_task
+        return cap > 0 and len(self.sessions) >= cap
+
+    def wanted_protection(self) -> Wanted:
+        return Wanted(live_calls=len(self.sessions), draining=self.draining)
+
+    def _changed(self) -> None:
+        if self.protection is not None:
+            self.protection.changed()
 
     def register(self, session: CallSession) -> None:
         self.sessions[session.call.call_sid] = session
         self.calls_total += 1
         self._drained.clear()
-        self.telemetry.active_calls_changed(len(self.sessions))
+        self._changed()
 
     def unregister(self, session: CallSession) -> None:
         if self.sessions.get(session.call.call_sid) is session:
             del self.sessions[session.call.call_sid]
-        self.telemetry.active_calls_changed(len(self.sessions))
+        self._changed()
         if not self.sessions:
             self._drained.set()
 
@@ -70,11 +85,16 @@ class ServiceState:
             "calls_total": self.calls_total,
             "barge_ins": sum(s.barge_ins for s in self.sessions.values()),
             "draining": self.draining,
+            "full": self.full,
+            "refused_full": self.refused_full,
+            "max_calls": self.settings.max_calls_per_task,
+            "scale_in_protected": self.protection.enabled if self.protection else None,
         }
 
     async def drain(self, timeout_s: float) -> int:
         """Refuse new streams, let live calls finish; returns how many were still live at the end."""
         self.draining = True
+        self._changed()  # a draining task gives up scale-in protection: it is stopping anyway
         started = time.monotonic()
         log.info("draining", extra={"live_calls": len(self.sessions), "timeout_s": timeout_s})
         if self.sessions:

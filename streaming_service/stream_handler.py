@@ -74,6 +74,12 @@ async def handle_twilio_stream(request: web.Request) -> web.StreamResponse:
     if state.draining:
         state.rejected_connections += 1
         return web.json_response({"error": "draining"}, status=503)
+    if state.full:
+        # Refused before the upgrade: Twilio ends <Connect> and asks the after-stream URL what to do.
+        state.rejected_connections += 1
+        state.refused_full += 1
+        log.warning("stream refused: task at its call cap", extra={"cap": state.settings.max_calls_per_task})
+        return web.json_response({"error": "full"}, status=503)
     if not signature_ok(request, state):
         state.rejected_connections += 1
         log.warning("stream upgrade refused: bad or missing X-Twilio-Signature",

@@ -37,3 +37,24 @@ def target_group_metric(
         statistic=statistic,
         period=period,
     )
+
+
+def ecs_service_metric(cluster_name: str, service_name: str, name: str,
+                       statistic: str = cloudwatch.Stats.MAXIMUM, period: Duration = ONE_MINUTE) -> cloudwatch.Metric:
+    """Container Insights (enabled on the cluster): e.g. RunningTaskCount."""
+    return cloudwatch.Metric(
+        namespace="ECS/ContainerInsights",
+        metric_name=name,
+        dimensions_map={"ClusterName": cluster_name, "ServiceName": service_name},
+        statistic=statistic,
+        period=period,
+    )
+
+
+def powertools_metric(service: str, name: str, statistic: str = cloudwatch.Stats.SUM,
+                      period: Duration = ONE_MINUTE) -> cloudwatch.Metric:
+    """A Lambda's Powertools metric (namespace VoiceAgent, dimension service = the Metrics service name)."""
+    return cloudwatch.Metric(
+        namespace="VoiceAgent", metric_name=name, dimensions_map={"service": service}, statistic=statistic,
+        period=period,
+    )

@@ -16,6 +16,8 @@ from constructs import Construct
 
 from infra.components.nag import acknowledge
 
+STREAM_PATH = "/twilio-stream"  # the streaming service's Media Streams route (streaming_service/app.py)
+
 
 class PublicLoadBalancer(Construct):
     def __init__(
@@ -63,6 +65,7 @@ class PublicLoadBalancer(Construct):
             )
             self.load_balancer.add_redirect(source_port=80, target_port=443)
             self.public_url = f"https://{domain_name}"
+            self.stream_url = f"wss://{domain_name}{STREAM_PATH}"
         else:
             # dev only (config.validate enforces it). Twilio requires wss:// for media streams, so a dev stack
             # without a certificate serves the local simulator and health checks, not real phone calls.
@@ -70,6 +73,7 @@ class PublicLoadBalancer(Construct):
                 "Http", port=80, protocol=elbv2.ApplicationProtocol.HTTP, default_action=_no_route_response()
             )
             self.public_url = f"http://{self.load_balancer.load_balancer_dns_name}"
+            self.stream_url = f"ws://{self.load_balancer.load_balancer_dns_name}{STREAM_PATH}"
 
     def _access_log_bucket(self) -> s3.Bucket:
         bucket = s3.Bucket(
@@ -92,5 +96,6 @@ class PublicLoadBalancer(Construct):
 
 
 def _no_route_response() -> elbv2.ListenerAction:
-    # The streaming stack adds the forwarding rule; until then (and for unknown paths) answer 503 plainly.
-    return elbv2.ListenerAction.fixed_response(503, content_type="text/plain", message_body="no route")
+    # The streaming stack adds the forwarding rule. Unknown paths (scanners, typos) are the client's fault:
+    # 404, so they never count as 5xx and never trip the ALB 5xx alarm.
+    return elbv2.ListenerAction.fixed_response(404, content_type="text/plain", message_body="not found")

@@ -14,7 +14,8 @@ from infra.components.log_retention import retention_days
 from infra.components.nag import ANY_RESOURCE, LAMBDA_BASIC_EXECUTION, LAMBDA_VPC_ACCESS, acknowledge
 from infra.lambda_assets import LambdaAssets
 
-RUNTIME = lambda_.Runtime.PYTHON_3_12
+# The interpreter the tests, the rehearsal and the container image (python:3.11-slim) run: one version.
+RUNTIME = lambda_.Runtime.PYTHON_3_11
 POWERTOOLS_METRICS_NAMESPACE = "VoiceAgent"
 
 
@@ -84,7 +85,8 @@ class PythonFunction(Construct):
         acknowledge(
             self.function,
             "AwsSolutions-L1",
-            "Pinned to Python 3.12, the version the project and its layer are built and tested for; moving to "
+            "Pinned to Python 3.11, the version the project, its layer and its container are built and "
+            "tested for; moving to "
             "a newer runtime is a deliberate upgrade, not a synth-time default.",
         )
         acknowledge(

@@ -7,13 +7,14 @@ from collections.abc import Mapping
 from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as actions
+from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_rds as rds
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
-from infra.components.aws_metrics import redis_metric, target_group_metric
+from infra.components.aws_metrics import ecs_service_metric, powertools_metric, redis_metric, target_group_metric
 from infra.components.voice_agent_metrics import VoiceAgentMetrics
 
 FIVE_MINUTES = Duration.minutes(5)
@@ -33,6 +34,9 @@ class ServiceAlarms(Construct):
         database: rds.DatabaseCluster,
         cache_primary_node_id: str,
         voice_to_voice_p95_ms: int,
+        service: ecs.FargateService,
+        max_tasks: int,
+        bad_signatures_per_5_min: int = 20,
     ) -> None:
         super().__init__(scope, construct_id)
         self._action = actions.SnsAction(topic)
@@ -40,6 +44,16 @@ class ServiceAlarms(Construct):
         for name, function in functions.items():
             self._alarm(f"{name}Errors", function.metric_errors(period=FIVE_MINUTES), 5,
                         "Lambda errors (Twilio hears an application error on a failed webhook)")
+            self._alarm(f"{name}Throttles", function.metric_throttles(period=FIVE_MINUTES), 1,
+                        "Lambda throttled: reserved or account concurrency is exhausted (calls go unanswered)")
+        self._alarm("StreamingAtMaxTasks",
+                    ecs_service_metric(service.cluster.cluster_name, service.service_name, "RunningTaskCount"),
+                    max_tasks, "The streaming service runs its maximum task count: it cannot scale out further "
+                    "(raise max_tasks before calls are refused)", evaluation_periods=5)
+        # The webhook's Powertools metric (service dimension = its Metrics service name, voice_webhook).
+        self._alarm("BadSignatureSpike", powertools_metric("voice_webhook", "BadSignatures", period=FIVE_MINUTES),
+                    bad_signatures_per_5_min, "Many requests with a bad X-Twilio-Signature: a probe, or the "
+                    "auth token / webhook URL no longer match what Twilio uses")
         alb = load_balancer.metrics
         self._alarm("AlbElb5xx", alb.http_code_elb(elbv2.HttpCodeElb.ELB_5XX_COUNT, period=FIVE_MINUTES), 10,
                     "ALB 5xx: streams cannot reach a healthy task")

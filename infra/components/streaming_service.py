@@ -13,12 +13,18 @@ from infra.components.streaming_task import CONTAINER_NAME, CONTAINER_PORT, Stre
 
 METRICS_NAMESPACE = "VoiceAgent"
 STREAMING_SERVICE_DIMENSION = "streaming"
-# Paths the ALB forwards; anything else (e.g. /websocket-metrics) is answered 503 by the listener default.
-PUBLIC_PATHS = ("/twilio-stream", "/ready", "/")
+# Paths the ALB forwards: the Media Stream, health, and the tenant API (tenant key required). Anything
+# else (e.g. the operator-only /websocket-status) gets the listener's default 404.
+PUBLIC_PATHS = ("/twilio-stream", "/ready", "/", "/api/*")
+# The load balancer's and the container's health check: liveness. Not /ready: /ready answers 503 while
+# a task is full or draining, and ECS replaces a task whose target is unhealthy, which would cut the live
+# calls of a merely busy task. Admission is the task's own cap plus the webhook's capacity check.
+HEALTH_CHECK_PATH = "/"
 
 
 def active_calls_metric(env_name: str) -> cloudwatch.Metric:
-    """The service's EMF gauge; its Average over all tasks' samples is calls per task."""
+    """The service's EMF gauge. Every task emits it on the same fixed interval and only then, so each task
+    weighs the same in the Average over all samples: the Average is calls per task."""
     return cloudwatch.Metric(
         namespace=METRICS_NAMESPACE,
         metric_name="ActiveCalls",
@@ -78,7 +84,7 @@ class StreamingService(Construct):
             target_type=elbv2.TargetType.IP,
             targets=[self.service.load_balancer_target(container_name=CONTAINER_NAME, container_port=CONTAINER_PORT)],
             health_check=elbv2.HealthCheck(
-                path="/ready",  # 503 while draining, so the ALB stops sending new calls at once
+                path=HEALTH_CHECK_PATH,
                 healthy_http_codes="200",
                 interval=Duration.seconds(10),
                 timeout=Duration.seconds(5),

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Aws, Duration, RemovalPolicy
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_iam as iam
@@ -44,6 +44,8 @@ service:
       processors: [batch/traces]
       exporters: [awsxray]
 """
+# cdk-nag's id for the task-protection statement's resource (a task ARN is only known once it runs).
+TASK_PROTECTION_RESOURCE = "Resource::arn:<AWS::Partition>:ecs:<AWS::Region>:<AWS::AccountId>:task/*"
 DRAIN_MARGIN_S = 5  # the service finishes its drain this long before ECS sends SIGKILL
 
 
@@ -106,7 +108,8 @@ class StreamingTask(Construct):
                     "CMD",
                     "python",
                     "-c",
-                    f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{CONTAINER_PORT}/ready', "
+                    # liveness, as the ALB's (streaming_service.HEALTH_CHECK_PATH): a full task is healthy
+                    f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{CONTAINER_PORT}/', "
                     "timeout=3)",
                 ],
                 interval=Duration.seconds(15),
@@ -139,11 +142,20 @@ class StreamingTask(Construct):
                 resources=["*"],
             )
         )
+        # Scale-in protection while calls are live: the service calls the ECS agent's task-protection
+        # endpoint, which acts with the task role's credentials (streaming_service/task_protection.py).
+        self.definition.task_role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["ecs:UpdateTaskProtection", "ecs:GetTaskProtection"],
+                resources=[f"arn:{Aws.PARTITION}:ecs:{Aws.REGION}:{Aws.ACCOUNT_ID}:task/*"],
+            )
+        )
         acknowledge(
             self.definition,
             "AwsSolutions-IAM5",
-            "X-Ray write and sampling actions support no resource-level permissions.",
-            findings=(ANY_RESOURCE,),
+            "X-Ray write and sampling actions support no resource-level permissions; task protection is "
+            "scoped to this account's tasks (a task's ARN is not known before it starts).",
+            findings=(ANY_RESOURCE, TASK_PROTECTION_RESOURCE),
         )
         acknowledge(
             self.definition,

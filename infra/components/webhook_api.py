@@ -12,6 +12,7 @@ from aws_cdk import RemovalPolicy
 from aws_cdk import aws_apigateway as apigw_v1
 from aws_cdk import aws_apigatewayv2 as apigw
 from aws_cdk import aws_apigatewayv2_integrations as integrations
+from aws_cdk import aws_certificatemanager as acm
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
@@ -46,11 +47,11 @@ class WebhookApi(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        voice_webhook: lambda_.IFunction,
-        tool_proxy: lambda_.IFunction,
         throttle_rate_per_s: int,
         throttle_burst: int,
         log_retention_days: int,
+        domain_name: str | None = None,
+        certificate_arn: str | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         self.api = apigw.HttpApi(self, "HttpApi", description="Twilio webhooks and MCP tool proxy",
@@ -73,6 +74,27 @@ class WebhookApi(Construct):
                 ),
             ),
         )
+        # HTTP APIs end a URL at the host ("https://id.execute-api.region.amazonaws.com"), no trailing slash.
+        # With a custom domain, that is the URL Twilio is given (and signs): a number's webhook then survives
+        # the API being replaced.
+        self.url = self.api.api_endpoint
+        if domain_name and certificate_arn:
+            domain = apigw.DomainName(
+                self, "Domain", domain_name=domain_name,
+                certificate=acm.Certificate.from_certificate_arn(self, "Certificate", certificate_arn))
+            apigw.ApiMapping(self, "Mapping", api=self.api, domain_name=domain, stage=self.stage)
+            self.url = f"https://{domain_name}"
+            self.domain_target = domain.regional_domain_name  # point your DNS record (CNAME/alias) here
+
+        acknowledge(
+            self.api,
+            "AwsSolutions-APIG4",
+            "Twilio cannot present an API Gateway authorizer token: /voice, /voice/after-stream and /status "
+            "verify X-Twilio-Signature in the handler, and /mcp verifies the caller's signed token.",
+        )
+
+    def add_functions(self, *, voice_webhook: lambda_.IFunction, tool_proxy: lambda_.IFunction) -> None:
+        """Routes to the two Lambdas (created after the API, since the webhook needs the API's URL)."""
         webhook_integration = integrations.HttpLambdaIntegration(
             "VoiceWebhook", voice_webhook, payload_format_version=apigw.PayloadFormatVersion.VERSION_1_0
         )
@@ -82,12 +104,3 @@ class WebhookApi(Construct):
         for path in WEBHOOK_ROUTES:
             self.api.add_routes(path=path, methods=[apigw.HttpMethod.POST], integration=webhook_integration)
         self.api.add_routes(path=TOOL_PROXY_ROUTE, methods=[apigw.HttpMethod.POST], integration=tool_integration)
-
-        acknowledge(
-            self.api,
-            "AwsSolutions-APIG4",
-            "Twilio cannot present an API Gateway authorizer token: /voice, /voice/after-stream and /status "
-            "verify X-Twilio-Signature in the handler, and /mcp verifies the caller's signed token.",
-        )
-        # HTTP APIs end a URL at the host ("https://id.execute-api.region.amazonaws.com"), no trailing slash.
-        self.url = self.api.api_endpoint

@@ -15,6 +15,9 @@ from infra.components.webhook_api import TOOL_PROXY_ROUTE, WebhookApi
 from infra.config import EnvironmentConfig
 from infra.lambda_assets import LambdaAssets
 
+WEBHOOK_MODULE = "functions.voice_webhook.handler"
+TOOL_PROXY_MODULE = "functions.tool_proxy.handler"
+
 
 class ApiStack(Stack):
     def __init__(
@@ -29,11 +32,22 @@ class ApiStack(Stack):
         app_secret: secretsmanager.ISecret,
         db_secret: secretsmanager.ISecret,
         redis_url_secret: secretsmanager.ISecret,
-        public_url: str,
+        stream_url: str,
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         package = LambdaPackage(self, "LambdaPackage", assets=lambda_assets)
+        # The HTTP API comes first: the webhook checks Twilio's signatures against the URL Twilio is given,
+        # which is this API's URL (or its custom domain), never the streaming endpoint's.
+        self.api = WebhookApi(
+            self,
+            "Api",
+            throttle_rate_per_s=config.api_throttle_rate_per_s,
+            throttle_burst=config.api_throttle_burst,
+            log_retention_days=config.log_retention_days,
+            domain_name=config.api_domain_name,
+            certificate_arn=config.api_certificate_arn,
+        )
         # Secrets travel by reference: the functions get ARNs and read them with Powertools Parameters.
         secret_refs = {
             "APP_SECRET_ARN": app_secret.secret_arn,
@@ -52,10 +66,10 @@ class ApiStack(Stack):
         self.voice_webhook = PythonFunction(
             self,
             "VoiceWebhook",
-            handler="functions.voice_webhook.handler.handler",
+            handler=f"{WEBHOOK_MODULE}.lambda_handler",
             service_name="voice-webhook",
-            # PUBLIC_URL is the streaming endpoint the TwiML <Stream> points at (https -> wss in the handler).
-            environment={**secret_refs, "PUBLIC_URL": public_url},
+            # PUBLIC_URL: the base URL Twilio calls and signs; STREAM_PUBLIC_URL: the <Stream> URL.
+            environment={**secret_refs, "PUBLIC_URL": self.api.url, "STREAM_PUBLIC_URL": stream_url},
             timeout=Duration.seconds(10),  # Twilio gives a webhook 15 s before it plays an error
             reserved_concurrency=config.webhook_reserved_concurrency,
             **common,
@@ -63,7 +77,7 @@ class ApiStack(Stack):
         self.tool_proxy = PythonFunction(
             self,
             "ToolProxy",
-            handler="functions.tool_proxy.handler.handler",
+            handler=f"{TOOL_PROXY_MODULE}.lambda_handler",
             service_name="tool-proxy",
             environment=secret_refs,
             timeout=Duration.seconds(15),
@@ -74,16 +88,10 @@ class ApiStack(Stack):
             for secret in (app_secret, db_secret, redis_url_secret):
                 secret.grant_read(function)
 
-        self.api = WebhookApi(
-            self,
-            "Api",
-            voice_webhook=self.voice_webhook,
-            tool_proxy=self.tool_proxy,
-            throttle_rate_per_s=config.api_throttle_rate_per_s,
-            throttle_burst=config.api_throttle_burst,
-            log_retention_days=config.log_retention_days,
-        )
+        self.api.add_functions(voice_webhook=self.voice_webhook, tool_proxy=self.tool_proxy)
         self.mcp_url = f"{self.api.url}{TOOL_PROXY_ROUTE}"
         CfnOutput(self, "VoiceWebhookUrl", value=f"{self.api.url}/voice",
                   description="Point your Twilio number's 'A call comes in' webhook (HTTP POST) here")
+        CfnOutput(self, "TwilioStatusCallbackUrl", value=f"{self.api.url}/status",
+                  description="Optional: the number's 'Call status changes' callback (HTTP POST)")
         CfnOutput(self, "McpUrl", value=self.mcp_url)

@@ -59,6 +59,8 @@ class ObservabilityStack(Stack):
             database=database,
             cache_primary_node_id=cache_primary_node_id,
             voice_to_voice_p95_ms=config.voice_to_voice_p95_alarm_ms,
+            service=service,
+            max_tasks=config.max_tasks,
         )
         CfnOutput(self, "AlarmTopicArn", value=self.topic.topic_arn,
                   description="Subscribe on-call here (or set alarm_email)")

@@ -30,7 +30,7 @@ class StreamingStack(Stack):
         app_secret: secretsmanager.ISecret,
         db_secret: secretsmanager.ISecret,
         redis_url_secret: secretsmanager.ISecret,
-        public_url: str,
+        stream_url: str,
         mcp_url: str,
         **kwargs: Any,
     ) -> None:
@@ -44,8 +44,10 @@ class StreamingStack(Stack):
             log_retention_days=config.log_retention_days,
             environment={
                 "ENV": config.env_name,
-                "PUBLIC_URL": public_url,
+                # The URL Twilio opens and signs for the upgrade (the same value the webhook puts in TwiML).
+                "STREAM_PUBLIC_URL": stream_url,
                 "MCP_BASE": mcp_url,
+                "MAX_CALLS_PER_TASK": str(config.max_calls_per_task),
                 "DB_NAME": DATABASE_NAME,
             },
             app_secret=app_secret,

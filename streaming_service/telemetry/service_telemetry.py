@@ -24,7 +24,7 @@ class ServiceTelemetry:
         self.metrics = metrics
         self.tracing = tracing
         self.active_calls_interval_s = active_calls_interval_s
-        self._last_active: int | None = None
+        self._last_active: int | None = None  # the last sample (tests and status read it)
 
     @classmethod
     def off(cls) -> ServiceTelemetry:
@@ -45,18 +45,17 @@ class ServiceTelemetry:
     def for_call(self, call: CallContext, trace_header: str) -> CallTelemetry:
         return CallTelemetry(call, self.tracing.tracer, self.metrics, trace_header)
 
-    def active_calls_changed(self, count: int) -> None:
-        if count != self._last_active:
-            self._last_active = count
-            self.metrics.active_calls(count)
-
     async def report_active_calls(self, count: Callable[[], int]) -> None:
-        """The autoscaling gauge, every interval (CloudWatch needs a sample per period even when
-        nothing changes; its Average over all tasks is calls per task)."""
+        """The autoscaling gauge: one sample every interval, and only then. Every task then puts the same
+        number of samples in each period, so their Average is calls per task; a sample per change would
+        weigh busy tasks (many changes) more than idle ones and skew the average up."""
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
         while True:
             self._last_active = count()
             self.metrics.active_calls(self._last_active)
-            await asyncio.sleep(self.active_calls_interval_s)
+            next_at += self.active_calls_interval_s  # a fixed cadence, not drifting by the emit time
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -146,7 +146,8 @@ async def test_emf_of_a_scripted_call(observed: ObservedStack) -> None:
     assert dimension_names == {"service", "environment"}
 
     assert metric_values(documents, "CallsStarted") == [1] and metric_values(documents, "CallsEnded") == [1]
-    assert metric_values(documents, "ActiveCalls") == [1, 0]
+    # The gauge comes only from the periodic reporter (one sample at start-up here), never per change.
+    assert metric_values(documents, "ActiveCalls") in ([], [0])
     assert metric_values(documents, "CallDurationS")[0] > 0
     assert metric_values(documents, "BargeIns") == [] and metric_values(documents, "VendorErrors") == []
     for key, name in (("stt_ms", "SttLatencyMs"), ("llm_ttft_ms", "LlmTtftMs"), ("tts_ttfb_ms", "TtsTtfbMs"),

@@ -18,11 +18,15 @@ def _target_group_attributes(env: SynthesizedEnvironment) -> dict[str, str]:
     return {a["Key"]: a["Value"] for a in group["Properties"]["TargetGroupAttributes"]}
 
 
-def test_health_check_is_ready(every_env: SynthesizedEnvironment) -> None:
+def test_health_check_is_liveness_not_readiness(every_env: SynthesizedEnvironment) -> None:
+    # /ready answers 503 when a task is full; ECS replaces tasks the ALB finds unhealthy, which would cut
+    # the live calls of a busy task. So both health checks ask `/` (is the process serving?).
     every_env.template("streaming").has_resource_properties(
         "AWS::ElasticLoadBalancingV2::TargetGroup",
-        {"HealthCheckPath": "/ready", "Matcher": {"HttpCode": "200"}, "Port": 8080, "TargetType": "ip"},
+        {"HealthCheckPath": "/", "Matcher": {"HttpCode": "200"}, "Port": 8080, "TargetType": "ip"},
     )
+    command = " ".join(_containers(every_env)["app"]["HealthCheck"]["Command"])
+    assert "/ready" not in command and "8080/'" in command
 
 
 def test_draining_covers_live_calls(dev: SynthesizedEnvironment, prod: SynthesizedEnvironment) -> None:
@@ -92,7 +96,7 @@ def test_secrets_are_injected_never_plain(every_env: SynthesizedEnvironment) -> 
         "TWILIO_AUTH_TOKEN", "STREAM_TOKEN_SECRET", "TOOL_PROXY_SECRET", "DEEPGRAM_API_KEY",
         "ELEVENLABS_API_KEY", "OPENAI_API_KEY", "DB_HOST", "DB_PORT", "DB_USER", "DB_PASSWORD", "REDIS_URL",
     } <= injected
-    assert {"ENV", "PORT", "PUBLIC_URL", "MCP_BASE", "DB_NAME"} <= set(env_vars)
+    assert {"ENV", "PORT", "STREAM_PUBLIC_URL", "MCP_BASE", "DB_NAME", "MAX_CALLS_PER_TASK"} <= set(env_vars)
 
 
 def test_image_is_an_asset_from_the_dockerfile(dev: SynthesizedEnvironment) -> None:
@@ -104,5 +108,6 @@ def test_only_public_paths_are_forwarded(dev: SynthesizedEnvironment) -> None:
     dev.template("streaming").has_resource_properties(
         "AWS::ElasticLoadBalancingV2::ListenerRule",
         {"Conditions": [Match.object_like({"Field": "path-pattern",
-                                           "PathPatternConfig": {"Values": ["/twilio-stream", "/ready", "/"]}})]},
+                                           "PathPatternConfig": {"Values": ["/twilio-stream", "/ready", "/",
+                                                                            "/api/*"]}})]},
     )
