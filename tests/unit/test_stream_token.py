@@ -1,3 +1,8 @@
+import base64
+import dataclasses
+import hashlib
+import hmac
+
 import pytest
 
 from shared.stream_token import InvalidStreamToken, mint_stream_token, verify_stream_token
@@ -39,3 +44,40 @@ def test_expired_other_call_other_tenant_other_secret():
         verify_stream_token("other", token, call_sid="CA1", now=1000)
     with pytest.raises(InvalidStreamToken, match="no stream token secret"):
         verify_stream_token("", token, call_sid="CA1", now=1000)
+
+
+def test_token_is_valid_until_its_expiry_second_inclusive_and_lives_300_s_by_default():
+    token = mint_stream_token(SECRET, "acme", "CA1", now=1000)
+    assert verify_stream_token(SECRET, token, call_sid="CA1", now=1300).expires_at == 1300
+    with pytest.raises(InvalidStreamToken, match="expired"):
+        verify_stream_token(SECRET, token, call_sid="CA1", now=1300.5)
+
+
+@pytest.mark.parametrize("tenant", ["a" * n for n in range(1, 13)])
+def test_round_trip_for_every_padding_length(tenant):
+    """base64url without padding: payloads of every length modulo 3 must decode."""
+    grant = verify_stream_token(SECRET, mint_stream_token(SECRET, tenant, "CA1", now=1000), call_sid="CA1", now=1000)
+    assert grant.tenant_id == tenant
+
+
+@pytest.mark.parametrize("tenant, call_sid", [("ac|me", "CA1"), ("acme", "CA|1")])
+def test_separator_in_either_field_is_refused_at_mint(tenant, call_sid):
+    with pytest.raises(ValueError, match="must not contain"):
+        mint_stream_token(SECRET, tenant, call_sid)
+
+
+@pytest.mark.parametrize("payload", [b"acme|CA1", b"acme|CA1|soon", b"acme|CA1|1300|x"])
+def test_correctly_signed_but_malformed_payload_is_refused(payload):
+    """A payload signed with the right secret but not tenant|call|expiry (a minting bug, a stolen signer)."""
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    token = f"{b64(payload)}.{b64(hmac.new(SECRET.encode(), payload, hashlib.sha256).digest())}"
+    with pytest.raises(InvalidStreamToken, match="malformed payload"):
+        verify_stream_token(SECRET, token, call_sid="CA1", now=1000)
+
+
+def test_grant_cannot_be_altered_after_verification():
+    grant = verify_stream_token(SECRET, mint_stream_token(SECRET, "acme", "CA1", now=1000), call_sid="CA1", now=1000)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        grant.tenant_id = "globex"  # type: ignore[misc]
