@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps test test-fast lint demo run serve bench chaos synth deploy layer migrate clean
+.PHONY: setup system-deps test test-fast lint demo run serve bench mutation chaos synth deploy layer migrate clean
 
 system-deps:
 	@command -v python3 >/dev/null && python3 -c 'import venv, ensurepip' 2>/dev/null || \
@@ -35,6 +35,12 @@ run serve: setup
 
 bench: setup
 	$(PY) -m bench.run_all
+
+# Mutants of the modules that guard callers and tenants (cosmic-ray, in private copies of the committed tree,
+# each module against its own tests); report in .bench/mutation/report.md. Not part of make test.
+# MUTATION_ARGS="egress --budget-s 600" runs one target with a time limit; a later run resumes.
+mutation: setup
+	$(PY) -m bench.mutation $(MUTATION_ARGS)
 
 # Faults, fuzzing, security and deploy drain (tests/chaos, long runs included), then 100 calls for 10 min.
 # SOAK_ARGS="--soak --duration-s 7200" runs the longer, bounded soak instead.
