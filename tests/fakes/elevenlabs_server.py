@@ -120,10 +120,10 @@ class FakeElevenLabs:
         if status is not None:
             return _error(status, "internal_error", "Injected failure")
         if request.query.get("output_format") != "ulaw_8000":
-            return _error(422, "invalid_output_format", "This fake only speaks ulaw_8000")
+            return _invalid(["query", "output_format"], "This fake only speaks ulaw_8000")
         text = body.get("text")
         if not isinstance(text, str) or not text:
-            return _error(422, "invalid_text", "text is required")
+            return _invalid(["body", "text"], "text is required")
 
         audio = speech_like_ulaw(text)
         cut_after, self._cut_after = self._cut_after, None
@@ -152,3 +152,8 @@ class FakeElevenLabs:
 
 def _error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"detail": {"status": code, "message": message}}, status=status)
+
+
+def _invalid(loc: list[str], message: str) -> web.Response:
+    """422 as the API declares it (HTTPValidationError): a list of located errors."""
+    return web.json_response({"detail": [{"loc": loc, "msg": message, "type": "value_error"}]}, status=422)

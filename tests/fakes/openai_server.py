@@ -242,7 +242,7 @@ class FakeOpenAI:
                     "status": "completed", "model": body.get("model", ""), "output": output,
                     "parallel_tool_calls": False, "tool_choice": "auto", "tools": [],
                     "usage": {"input_tokens": 10, "output_tokens": 5, "total_tokens": 15,
-                              "input_tokens_details": {"cached_tokens": 0},
+                              "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
                               "output_tokens_details": {"reasoning_tokens": 0}}}
         if not body.get("stream"):
             return web.json_response(response)
