@@ -142,6 +142,7 @@ async def build_local_stack(settings: Settings, port: int, data_folder: Path | N
     public_url = settings.public_url or f"http://127.0.0.1:{port}"
     admin_dsn = settings.aurora_dsn or embedded.start_embedded_postgres(folder / "postgres")
     redis_url = settings.redis_url or embedded.start_embedded_redis(folder / "redis")
+    embedded.record_server_redis(folder, redis_url)  # the admin CLI invalidates this server's cache
     await apply_migrations(admin_dsn)
     app_dsn = embedded.app_dsn(admin_dsn)
     settings = settings.model_copy(update={

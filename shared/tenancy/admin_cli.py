@@ -14,7 +14,7 @@ from shared.tenancy.admin import AdminError, TenantAdmin
 from shared.tenancy.cache import JsonCache
 from shared.tenancy.database import TenantDatabase
 from shared.tenancy.directory import TenantDirectory
-from shared.tenancy.embedded import app_dsn, resolve_database_dsn
+from shared.tenancy.embedded import app_dsn, resolve_database_dsn, server_redis_url
 from shared.tenancy.migrate import MigrationError, apply_migrations
 from shared.tenancy.models import JSON_SETTINGS_FIELDS
 
@@ -26,11 +26,18 @@ def _dsn(args: argparse.Namespace) -> str:
 
 
 def _run(action: AdminAction) -> Callable[[argparse.Namespace], int]:
-    """Wrap an admin action: connect, invalidate the cache through a directory, report errors."""
+    """Wrap an admin action: connect, invalidate the cache through a directory, report errors.
+
+    The cache is the running server's own (REDIS_URL, else the Redis a local server recorded in the data
+    folder, embedded included), so a change reaches live servers at once, not after the cache TTL."""
     async def with_admin(args: argparse.Namespace) -> int:
         settings = Settings()
         dsn = _dsn(args)
-        cache = JsonCache(settings.redis_url, default_ttl_s=settings.cache_ttl_s)
+        redis_url = server_redis_url(settings)
+        if not redis_url:
+            print("note: no Redis configured or running here; a server using another Redis sees this change "
+                  f"within {settings.cache_ttl_s} s", file=sys.stderr)
+        cache = JsonCache(redis_url, default_ttl_s=settings.cache_ttl_s)
         db = await TenantDatabase.connect(app_dsn(dsn), min_size=1, max_size=1)
         try:
             async with TenantAdmin.connect(dsn, TenantDirectory(db, cache)) as admin:

@@ -45,8 +45,14 @@ class TenantDirectory:
             await self.cache.set_json(self._profile_key(tenant_id), profile.to_json())
         return profile
 
+    def _tool_list_key(self, tenant_id: UUID) -> str:
+        # The streaming service's cached MCP tool list (streaming_service/agents/tenant_tools.py): it is
+        # built from the toolbox in the profile, so it goes with it.
+        return self.cache.tenant_key(tenant_id, "mcp_tools")
+
     async def invalidate_tenant(self, tenant_id: UUID, numbers: Iterable[str]) -> bool:
-        return await self.cache.delete(self._profile_key(tenant_id), *(self._number_key(n) for n in numbers))
+        return await self.cache.delete(self._profile_key(tenant_id), self._tool_list_key(tenant_id),
+                                       *(self._number_key(n) for n in numbers))
 
     async def invalidate_number(self, e164: str) -> bool:
         return await self.cache.delete(self._number_key(e164))

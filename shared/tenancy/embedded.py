@@ -112,6 +112,36 @@ def start_embedded_redis(folder: Path | None = None) -> str:
     return url
 
 
+SERVER_REDIS_FILE = "server-redis-url"
+
+
+def record_server_redis(folder: Path, redis_url: str) -> None:
+    """A running server notes which Redis holds its cache, so the admin CLI (another process, maybe
+    without REDIS_URL) invalidates the very cache the server reads. 0600: the URL may carry a password."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / SERVER_REDIS_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(redis_url + "\n")
+    path.chmod(0o600)
+
+
+def server_redis_url(settings: Settings, folder: Path | None = None) -> str:
+    """The Redis whose cache the admin CLI must invalidate: REDIS_URL when set (the server reads the same
+    environment), else the one a local server recorded in the data folder, else the embedded Redis if
+    one is running there; "" when there is none (then no server has a cache to invalidate)."""
+    if settings.redis_url:
+        return settings.redis_url
+    folder = folder or data_dir()
+    recorded = folder / SERVER_REDIS_FILE
+    if recorded.exists():
+        url = recorded.read_text().strip()
+        if url:
+            return url
+    sock = folder / "redis" / "redis.sock"
+    return f"unix://{sock}" if sock.exists() and _unix_socket_alive(sock) else ""
+
+
 def _unix_socket_alive(path: Path) -> bool:
     try:
         with socket.socket(socket.AF_UNIX) as probe:

@@ -37,15 +37,20 @@ class TenantToolList:
         self._memory: dict[str, tuple[float, list[MCPTool]]] = {}
 
     async def get(self, tenant_id: str) -> list[MCPTool] | None:
-        hit = self._memory.get(tenant_id)
-        if hit is not None and time.monotonic() - hit[0] < self._ttl_s:
-            return hit[1]
-        if self._cache is not None:
+        # Redis first when there is one: an admin change deletes the key there (shared/tenancy/directory.py),
+        # and every task must see that at once. Memory serves only while Redis is away (or absent).
+        if self._cache is not None and self._cache.available:
             raw = await self._cache.get_json(self._cache.key("t", tenant_id, "mcp_tools"))
             if isinstance(raw, list):
                 tools = [MCPTool.model_validate(t) for t in raw]
                 self._memory[tenant_id] = (time.monotonic(), tools)
                 return tools
+            if self._cache.available:  # Redis answered: nothing cached (never listed, or invalidated)
+                self._memory.pop(tenant_id, None)
+                return None
+        hit = self._memory.get(tenant_id)
+        if hit is not None and time.monotonic() - hit[0] < self._ttl_s:
+            return hit[1]
         return None
 
     async def put(self, tenant_id: str, tools: list[MCPTool]) -> None:
