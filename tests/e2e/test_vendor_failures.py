@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 from streaming_service.call_session import APOLOGY_AGENT
 from streaming_service.engines.fallback_agent import SWITCH_NOTICE
 from tests.e2e.conftest import user_messages, wait_until
@@ -14,8 +11,11 @@ from tests.fakes.speech_marker import marked_speech
 async def test_stt_socket_dropped_mid_utterance_loses_no_words(stack):
     async with stack.call() as caller:
         await caller.wait_for_agent(since=0)
+        before = sum(stack.deepgram.bytes_received)
         pending = caller.say_nowait(marked_speech("I would like to move my appointment to Friday"))
-        await asyncio.sleep(0.8)  # mid-utterance
+        # Mid-utterance in audio time: 0.8 s of the 2.3 s line has reached the recogniser.
+        await stack.deepgram.wait_until(lambda: sum(stack.deepgram.bytes_received) >= before + 6400)
+        assert not pending.done()
         await stack.deepgram.drop_all()
         spoken_at = await pending
         await caller.wait_for_agent(since=spoken_at)
@@ -97,13 +97,18 @@ async def test_tts_failure_falls_back_to_the_offline_voice(stack):
 
 
 async def test_tts_stream_cut_mid_sentence_is_finished_by_the_offline_voice(stack):
+    stack.openai.script("Our prices start at twenty dollars for a haircut.")  # one sentence: one TTS stream
     async with stack.call() as caller:
         await caller.wait_for_agent(since=0)
         stack.elevenlabs.cut_after_bytes(1600)
         spoken_at = await caller.say(marked_speech("Tell me about prices"))
         await caller.wait_for_agent(since=spoken_at)
+        heard_ms = sum(e.size for e in caller.events if e.kind == "media" and e.at >= spoken_at) / 8
+        said = agent_lines(stack.session(caller))[-1]
     assert stack.state.engines.tts.fallbacks >= 1
-    assert time.monotonic() > spoken_at
+    assert said == "Our prices start at twenty dollars for a haircut."
+    # The vendor sent 200 ms before the cut; the offline voice said the sentence again, whole.
+    assert heard_ms > 200 + 1000
 
 
 async def test_stt_unrecoverable_falls_back_to_offline_recogniser(stack_factory):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import numpy as np
@@ -148,5 +149,11 @@ async def test_aclose_of_the_iterator_stops_the_request(
 
 
 async def test_first_byte_delay_is_honoured(fake: FakeElevenLabs, tts: ElevenLabsTextToSpeech) -> None:
+    """A slow first byte is waited for, not cut off: the audio arrives whole, after the delay."""
     fake.first_byte_delay_s = 0.2
-    assert await collect(tts, "Still here.")
+    stream = tts.synthesize("Still here.")
+    first = await anext(stream)
+    first_at = time.monotonic()
+    rest = [chunk async for chunk in stream]
+    assert first_at - fake.requests[-1].received_at >= 0.2  # a lower bound: load cannot make it flaky
+    assert mulaw.duration_ms(first + b"".join(rest)) == len("Still here.") * MS_PER_CHAR

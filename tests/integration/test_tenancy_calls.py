@@ -6,7 +6,6 @@ import asyncio
 import socket
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import UUID
 
 import asyncpg
 
@@ -173,7 +172,3 @@ async def test_turns_kept_in_memory_when_both_stores_are_down(db: TenantDatabase
         await down_pool.close()
         await dead_cache.close()
     assert [t.seq for t in await calls.list_transcript(db, tenant.tenant_id, "CA1")] == [0]
-
-
-def test_uuid_keys_roundtrip() -> None:
-    assert UUID(str(UUID(int=1))) == UUID(int=1)

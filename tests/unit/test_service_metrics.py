@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from streaming_service.telemetry.service_metrics import ServiceMetrics
 from tests.e2e.observability_support import metric_values, validate_emf
 
@@ -35,7 +37,9 @@ def test_each_metric_is_valid_emf_with_infra_names_and_dimensions() -> None:
     assert vendor_doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service", "environment", "vendor"]]
 
 
-def test_no_sink_means_no_output_and_no_error() -> None:
+def test_no_sink_means_no_output_and_no_error(capsys: pytest.CaptureFixture[str]) -> None:
     metrics = ServiceMetrics("local", sink=None)
     metrics.active_calls(1)
     metrics.turn(CALL, {"turn": 1})
+    metrics.call_ended(CALL, 1.0, turns=1, barge_ins=0, outcome="hangup")
+    assert capsys.readouterr() == ("", "")  # nothing printed in place of the missing sink
