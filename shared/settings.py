@@ -22,6 +22,10 @@ class InterruptionOptions(BaseModel):
     min_speech_ms: int = 200  # shorter bursts (clicks, echo, "uh") never interrupt
     vad_aggressiveness: int = 2  # webrtcvad 0..3
     confirm_with_transcript: bool = False  # also require an STT word before clearing
+    # A clear with no words after it (a cough, noise, "mm-hm") is a false interruption: once the caller
+    # has been quiet this long with no words heard, the reply resumes from the frame the caller last heard.
+    resume_false_interruptions: bool = True
+    false_interruption_quiet_ms: int = 400
 
 
 class EndpointingOptions(BaseModel):

@@ -6,6 +6,12 @@ Tasks, each with one owner and one job:
 - the reply task (at most one) runs the agent and speaks its sentences as they complete;
 - `_watch_silence` reprompts a quiet caller and ends the call after repeated silence.
 `_cancel_reply` is the one place a reply is stopped; `close` is the one place everything is.
+
+Interruptions: caller sound over the agent (VAD) sends `clear` at once and *holds* the reply: it keeps
+being generated and synthesised, but nothing more is sent. Words that are not a backchannel make it a
+barge-in (`_barge_in`: the reply is cancelled, the history keeps what was heard). If the caller goes
+quiet with no such words (a cough, noise, "mm-hm"), `_resume` sends the reply again from the frame the
+caller last heard, so a false interruption never costs the answer.
 """
 
 from __future__ import annotations
@@ -20,9 +26,10 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from shared import twilio_media as wire
-from shared.audio.mulaw import FrameAssembler
+from shared.audio.mulaw import FRAME_BYTES, FrameAssembler
 from shared.settings import Settings
 from shared.structured_logging import bind_call, bind_turn
+from streaming_service.backchannel import is_backchannel
 from streaming_service.call_recorder import CallRecorder
 from streaming_service.engines.base import (
     AgentEventKind,
@@ -36,7 +43,7 @@ from streaming_service.engines.base import (
     TranscriptKind,
 )
 from streaming_service.phrase_cache import PhraseCache
-from streaming_service.playback import PlaybackTracker
+from streaming_service.playback import PlaybackTracker, SpokenSentence
 from streaming_service.sentence_chunker import SentenceChunker
 from streaming_service.telemetry.call_telemetry import CallTelemetry
 from streaming_service.turn_metrics import TurnMetrics
@@ -46,7 +53,6 @@ log = logging.getLogger("voice_agent.call")
 
 APOLOGY_AGENT = "Sorry, I'm having a little trouble right now. Could you say that again?"
 APOLOGY_HEARING = "Sorry, I'm having trouble hearing you. Please bear with me."
-FILLER_WORDS = frozenset({"uh", "um", "uh-huh", "mhm", "mm", "hmm", "ok", "okay", "yeah", "right", "sure"})
 _DTMF_PAUSE_S = 1.5
 _END_WAIT_EXTRA_S = 3.0
 
@@ -105,6 +111,12 @@ class CallSession:
         self._playback_idle = asyncio.Event()
         self._playback_idle.set()
         self._closed = False
+        self._hold_since: float | None = None  # a suspected interruption: clear sent, reply held
+        self._hold_task: asyncio.Task[None] | None = None
+        self._resuming = False  # the held reply is being sent again: the clear is behind us
+        self._utterance_over_agent = False  # the caller's current utterance began over agent audio
+        self.false_interruptions = 0  # holds that ended in a resume
+        self.backchannels = 0
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -158,11 +170,13 @@ class CallSession:
             self._quiet_since = time.monotonic()
         if self._stt is not None:
             await self._stt.send_audio(ulaw)
-        if update.speech_confirmed and not self.settings.interruption.confirm_with_transcript:
-            await self._barge_in("caller speech")
+        if update.speech_confirmed:
+            self._utterance_over_agent = self._agent_audible()
+            if not self.settings.interruption.confirm_with_transcript:
+                await self._suspect_interruption()
 
     def on_mark(self, name: str) -> None:
-        if self.playback.on_mark(name) is not None and not self.playback.pending:
+        if self.playback.on_mark(name) is not None and not self.playback.pending and self._hold_since is None:
             self._playback_idle.set()
             self._quiet_since = time.monotonic()
 
@@ -204,8 +218,7 @@ class CallSession:
         async for event in stream.events():
             if event.kind is TranscriptKind.INTERIM and event.text.strip():
                 self._quiet_since = time.monotonic()
-                if self.settings.interruption.confirm_with_transcript and self.vad.speaking \
-                        and not _only_fillers(event.text):
+                if (self._hold_since is not None or self.vad.speaking) and not is_backchannel(event.text):
                     await self._barge_in("caller words")
             elif event.kind is TranscriptKind.FINAL and event.text.strip():
                 self._pending_text.append(event.text.strip())
@@ -224,9 +237,11 @@ class CallSession:
         if not text or self._closed:
             return
         now = time.monotonic()
-        if self._agent_audible() and _only_fillers(text):
+        over_agent, self._utterance_over_agent = self._utterance_over_agent, False
+        if is_backchannel(text) and (over_agent or self._agent_audible()):
+            self.backchannels += 1
             log.info("backchannel ignored", extra={"text": text})
-            return
+            return  # a hold it caused ends in a resume once the caller is quiet
         await self._barge_in("caller turn")
         self._reprompts = 0
         await self._start_turn(text, speech_end_at=self.vad.last_voiced_at or now, transcript_at=now)
@@ -252,6 +267,7 @@ class CallSession:
     # --- replying -----------------------------------------------------------------------------
 
     def _start_reply(self, body: Awaitable[None], metrics: TurnMetrics) -> None:
+        self._end_hold()
         self.playback.forget_heard()
         self._reply_metrics = metrics
         self._reply_committed = False
@@ -378,40 +394,120 @@ class CallSession:
             self.telemetry.vendor_error(exc.vendor, exc)
         finally:
             sentence.audio_ms = frames.total_bytes / 8
-        if sentence.first_sent_at is not None:
-            self._playback_idle.clear()
-            await self._send(wire.mark_message(self.call.stream_sid, sentence.mark))
-        else:
-            self.playback.on_mark(sentence.mark)  # nothing was sent; nothing to wait for
+            sentence.complete = True
+        if not sentence.audio:
+            self.playback.drop(sentence)  # nothing was produced; nothing to wait for
+        elif self._hold_since is None and not sentence.mark_sent:
+            await self._send_mark(sentence)
         if cache_as is not None and collected:
             self.phrases.put(self.engines.tts.name, self._voice(), cache_as, b"".join(collected))
 
-    async def _send_frame(self, frame: bytes, sentence: Any, metrics: TurnMetrics) -> None:
+    async def _send_frame(self, frame: bytes, sentence: SpokenSentence, metrics: TurnMetrics) -> None:
+        sentence.audio += frame
+        if self._hold_since is not None:
+            return  # held: kept for the resume, not sent
         now = time.monotonic()
-        if sentence.first_sent_at is None:
-            sentence.first_sent_at = now
         metrics.mark_first_frame(now)
         self._reply_audio_started = True
         self.state = "speaking"
+        self.playback.frame_sent(sentence, len(frame), now)
         await self._send(wire.media_message(self.call.stream_sid, frame))
+
+    async def _send_mark(self, sentence: SpokenSentence) -> None:
+        sentence.mark_sent = True
+        self._playback_idle.clear()
+        await self._send(wire.mark_message(self.call.stream_sid, sentence.mark))
 
     # --- interruption -------------------------------------------------------------------------
 
     def _agent_audible(self) -> bool:
-        return self.playback.pending or (self._reply is not None and not self._reply.done()
-                                          and self._reply_audio_started)
+        return self._hold_since is not None or self.playback.pending or (
+            self._reply is not None and not self._reply.done() and self._reply_audio_started)
+
+    async def _suspect_interruption(self) -> None:
+        """Caller sound over the agent: clear at once, hold the reply, and wait for words."""
+        options = self.settings.interruption
+        if not options.enabled or self._closed or self.call.ending or self._hold_since is not None:
+            return
+        if not self._agent_audible():
+            return
+        if not options.resume_false_interruptions:
+            await self._barge_in("caller speech")
+            return
+        now = time.monotonic()
+        self._hold_since = now  # before the first await: no frame may follow the clear
+        self.playback.pause(now)
+        await self._send(wire.clear_message(self.call.stream_sid))
+        self.clears_sent += 1
+        self._hold_task = self._spawn(self._resume_when_quiet())
+        log.info("interruption suspected; reply held")
+
+    async def _resume_when_quiet(self) -> None:
+        """No words after a suspected interruption once the caller is quiet: resume the reply."""
+        quiet_s = self.settings.interruption.false_interruption_quiet_ms / 1000
+        while self._hold_since is not None and not self._closed:
+            await asyncio.sleep(0.02)
+            last = max(self.vad.last_voiced_at or 0.0, self._hold_since or 0.0)
+            if not self.vad.speaking and time.monotonic() - last >= quiet_s:
+                break
+        if self._hold_since is not None and not self._closed:
+            await self._resume()
+
+    async def _resume(self) -> None:
+        """Send the held reply again from the frame the caller last heard, then let it run live."""
+        self.false_interruptions += 1
+        resumed_from = [(s.text[:40], s.heard_bytes) for s in self.playback.unheard()[:1]]
+        self._resuming = True
+        try:
+            await self._send_held_audio()
+        finally:
+            self._resuming = False
+            self._hold_task = None
+        if not self.playback.pending:
+            self._playback_idle.set()
+        log.info("false interruption: reply resumed", extra={"from": resumed_from})
+
+    async def _send_held_audio(self) -> None:
+        while self._hold_since is not None and not self._closed:
+            sentence = next((s for s in self.playback.unheard() if s.sent_bytes < len(s.audio)
+                             or (s.complete and not s.mark_sent)), None)
+            if sentence is None:
+                self._hold_since = None  # no await since the check: the speaker takes over seamlessly
+                break
+            if sentence.sent_bytes < len(sentence.audio):
+                frame = bytes(sentence.audio[sentence.sent_bytes : sentence.sent_bytes + FRAME_BYTES])
+                self.playback.frame_sent(sentence, len(frame))
+                self._reply_audio_started = True
+                await self._send(wire.media_message(self.call.stream_sid, frame))
+            else:
+                await self._send_mark(sentence)
+
+    def _end_hold(self) -> None:
+        self._stop_hold_task()
+        self._hold_since = None
+
+    def _stop_hold_task(self) -> None:
+        task, self._hold_task = self._hold_task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
 
     async def _barge_in(self, reason: str) -> None:
         if not self.settings.interruption.enabled or self._closed or self.call.ending:
             return  # a goodbye is never cut short: the call must still end
-        if not self._agent_audible():
+        held = self._hold_since is not None and not self._resuming  # resumed audio needs a new clear
+        if not held and not self._agent_audible():
             return
         metrics = self._reply_metrics
         committed = self._reply_committed
+        self._stop_hold_task()
         await self._cancel_reply()  # producers first, so nothing new is queued behind the clear
-        await self._send(wire.clear_message(self.call.stream_sid))
-        self.clears_sent += 1
-        spoken, heard = self.playback.interrupt()
+        self._hold_since = None
+        if held:
+            spoken, heard = self.playback.give_up()  # the clear went out when the sound began
+        else:
+            spoken, heard = self.playback.interrupt()
+            await self._send(wire.clear_message(self.call.stream_sid))
+            self.clears_sent += 1
         self._playback_idle.set()
         if committed:
             self.conversation.truncate_last_assistant(heard)
@@ -439,7 +535,8 @@ class CallSession:
         while not self._closed:
             await asyncio.sleep(0.1)
             busy = (self._reply is not None and not self._reply.done()) or self.playback.pending \
-                or self.vad.speaking or bool(self._pending_text) or self.state == "ending"
+                or self._hold_since is not None or self.vad.speaking or bool(self._pending_text) \
+                or self.state == "ending"
             if busy:
                 self._quiet_since = time.monotonic()
                 continue
@@ -525,11 +622,6 @@ class CallSession:
             "last_turn": self.turns[-1] if self.turns else None,
             "turn_metrics": list(self.turns),  # the same summaries the call record keeps (tenant API)
         }
-
-
-def _only_fillers(text: str) -> bool:
-    words = [w.strip(".,!?").lower() for w in text.split()]
-    return all(w in FILLER_WORDS for w in words if w)
 
 
 async def _single(data: bytes) -> AsyncIterator[bytes]:

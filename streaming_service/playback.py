@@ -1,8 +1,15 @@
-"""What the caller has heard: outbound sentences, their marks, and Twilio's echoes.
+"""What the caller has heard: outbound sentences, their audio, marks, and Twilio's echoes.
 
-Twilio plays our audio in order and echoes a mark when the audio before it has played. After a
-`clear` it echoes every pending mark at once, so echoes that arrive after a clear do not count.
-A sentence that was cut off is credited with the share of its words that fits the time it played.
+Twilio plays our audio in order, at real time, from the moment it arrives, and echoes a mark when the
+audio before it has played. We send ahead of playback, so the position is modelled from the clock:
+each frame starts playing when the one before it has finished (or when it was sent, if the buffer had
+run dry). A returning mark re-aligns the model by half its lateness (the echo travelled back over the
+same network the audio went out on).
+
+After a `clear` Twilio echoes every pending mark at once, so echoes of cleared marks do not count.
+Every sentence keeps its audio, so a reply paused by a suspected interruption can be sent again from
+the frame the caller last heard (`pause` / `unheard` / `resume`). A sentence cut for good is credited
+with the share of its words that fits the audio that played.
 """
 
 from __future__ import annotations
@@ -10,14 +17,31 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from shared.audio.mulaw import BYTES_PER_MS, FRAME_BYTES
+
+_BYTES_PER_S = BYTES_PER_MS * 1000
+
 
 @dataclass
 class SpokenSentence:
     mark: str
     text: str
-    audio_ms: float = 0.0
+    audio_ms: float = 0.0  # length of the whole sentence's audio, once known
     first_sent_at: float | None = None
     heard: bool = False
+    audio: bytearray = field(default_factory=bytearray)  # every frame produced so far, kept for a replay
+    sent_bytes: int = 0  # of `audio`, handed to Twilio since the last (re)start
+    heard_bytes: int = 0  # of `audio`, known to have played before a pause
+    complete: bool = False  # synthesis finished: `audio` is whole
+    mark_sent: bool = False
+
+
+@dataclass
+class _Play:
+    sentence: SpokenSentence
+    offset: int  # byte offset in the sentence's audio
+    size: int
+    start_at: float  # modelled time this frame starts playing
 
 
 @dataclass
@@ -27,13 +51,24 @@ class PlaybackTracker:
     _cleared: set[str] = field(default_factory=set)
     _last_heard_at: float | None = None
     _counter: int = 0
+    _plays: list[_Play] = field(default_factory=list)
+    _buffer_end: float = 0.0  # modelled time Twilio's buffer runs dry
 
     def begin_sentence(self, text: str, now: float | None = None) -> SpokenSentence:
-        self._counter += 1
-        sentence = SpokenSentence(mark=f"s{self._counter}", text=text, first_sent_at=now)
+        sentence = SpokenSentence(mark=self._new_mark(), text=text, first_sent_at=now)
         self._sentences.append(sentence)
         self._by_mark[sentence.mark] = sentence
         return sentence
+
+    def frame_sent(self, sentence: SpokenSentence, size: int, now: float | None = None) -> None:
+        """`size` bytes of `sentence.audio` from `sentence.sent_bytes` are going to Twilio now."""
+        now = time.monotonic() if now is None else now
+        if sentence.first_sent_at is None:
+            sentence.first_sent_at = now
+        start = max(now, self._buffer_end)
+        self._plays.append(_Play(sentence, sentence.sent_bytes, size, start))
+        self._buffer_end = start + size / _BYTES_PER_S
+        sentence.sent_bytes += size
 
     def on_mark(self, name: str, now: float | None = None) -> SpokenSentence | None:
         """Twilio echoed a mark: return the sentence it completes, or None if it doesn't count."""
@@ -43,37 +78,110 @@ class PlaybackTracker:
         sentence = self._by_mark.pop(name, None)
         if sentence is None:
             return None
+        now = time.monotonic() if now is None else now
         sentence.heard = True
-        self._last_heard_at = time.monotonic() if now is None else now
+        self._last_heard_at = now
+        self._realign(sentence, now)
         return sentence
+
+    def _realign(self, sentence: SpokenSentence, echoed_at: float) -> None:
+        ends = [p.start_at + p.size / _BYTES_PER_S for p in self._plays if p.sentence is sentence]
+        if not ends:
+            return
+        late_s = (echoed_at - ends[-1]) / 2
+        last = max(i for i, p in enumerate(self._plays) if p.sentence is sentence)
+        del self._plays[: last + 1]  # played for certain: no longer needed for the position
+        if late_s > 0:
+            for play in self._plays:
+                play.start_at += late_s
+            self._buffer_end += late_s
 
     @property
     def pending(self) -> bool:
-        """Audio was sent that Twilio has not finished playing."""
+        """Audio was sent (or is being produced) that Twilio has not finished playing."""
         return bool(self._by_mark)
+
+    # --- suspected interruptions: pause now, then resume or give up -----------------------------
+
+    def pause(self, now: float | None = None) -> None:
+        """A `clear` is being sent: note how far each sentence played, and rewind every unheard
+        sentence to there so a resume sends the rest again (under a fresh mark)."""
+        now = time.monotonic() if now is None else now
+        positions = self._positions(now)
+        for sentence in self._sentences:
+            if sentence.heard:
+                continue
+            heard = max(positions.get(id(sentence), 0), sentence.heard_bytes)
+            if sentence.complete and sentence.audio and heard >= len(sentence.audio):
+                sentence.heard = True  # played out; its echo was simply still in flight
+                self._by_mark.pop(sentence.mark, None)
+                continue
+            sentence.heard_bytes = heard - heard % FRAME_BYTES  # resume on a frame boundary
+            sentence.sent_bytes = sentence.heard_bytes
+            if sentence.mark_sent or sentence.mark in self._by_mark:
+                self._by_mark.pop(sentence.mark, None)
+                if sentence.mark_sent:
+                    self._cleared.add(sentence.mark)
+                sentence.mark = self._new_mark()
+                sentence.mark_sent = False
+                self._by_mark[sentence.mark] = sentence
+        self._plays.clear()
+        self._buffer_end = now
+
+    def unheard(self) -> list[SpokenSentence]:
+        return [s for s in self._sentences if not s.heard]
+
+    def _positions(self, now: float) -> dict[int, int]:
+        """Bytes of each sentence played by `now`, from the modelled timeline."""
+        played: dict[int, int] = {}
+        for play in self._plays:
+            if play.start_at >= now:
+                break
+            done = min(play.size, int((now - play.start_at) * _BYTES_PER_S + 1e-6))
+            played[id(play.sentence)] = max(played.get(id(play.sentence), 0), play.offset + done)
+        for sentence in self._sentences:  # sentences sent before the timeline existed (tests, old callers)
+            if id(sentence) not in played and not sentence.heard and not sentence.audio \
+                    and sentence.audio_ms > 0:
+                start = max(filter(None, (self._last_heard_at, sentence.first_sent_at)), default=now)
+                ms = max(0.0, (now - start) * 1000)
+                played[id(sentence)] = int(min(ms, sentence.audio_ms) * BYTES_PER_MS)
+                break
+        return played
+
+    # --- interruptions for good -------------------------------------------------------------------
 
     def interrupt(self, now: float | None = None) -> tuple[str, str]:
         """The caller barged in and a `clear` is being sent: return (spoken, heard) text of the
         sentences since the last interruption, and forget them."""
-        now = time.monotonic() if now is None else now
+        self.pause(now)
+        return self.give_up()
+
+    def give_up(self) -> tuple[str, str]:
+        """After `pause`: the reply is abandoned. (spoken, heard) text, and the sentences forgotten."""
         heard_parts: list[str] = []
-        playing_since = self._last_heard_at
         for sentence in self._sentences:
             if sentence.heard:
                 heard_parts.append(sentence.text)
                 continue
-            start = max(filter(None, (playing_since, sentence.first_sent_at)), default=now)
-            played_ms = max(0.0, (now - start) * 1000)
-            if sentence.audio_ms > 0 and played_ms > 0:
+            total = len(sentence.audio) if sentence.audio else sentence.audio_ms * BYTES_PER_MS
+            if sentence.heard_bytes > 0 and total > 0 and (sentence.complete or not sentence.audio):
                 words = sentence.text.split()
-                share = min(1.0, played_ms / sentence.audio_ms)
+                share = min(1.0, sentence.heard_bytes / total)
                 heard_parts.append(" ".join(words[: int(len(words) * share)]))
             break  # later sentences were never reached
         spoken = " ".join(s.text for s in self._sentences)
-        self._cleared.update(self._by_mark)
+        for mark, sentence in self._by_mark.items():
+            if sentence.mark_sent:
+                self._cleared.add(mark)
         self._by_mark.clear()
         self._sentences.clear()
+        self._plays.clear()
         return spoken, " ".join(p for p in heard_parts if p)
+
+    def drop(self, sentence: SpokenSentence) -> None:
+        """A sentence that produced no audio: nothing to play or wait for."""
+        self._by_mark.pop(sentence.mark, None)
+        sentence.heard = True
 
     def unplayed_ms(self) -> float:
         return sum(s.audio_ms for s in self._sentences if not s.heard)
@@ -81,3 +189,7 @@ class PlaybackTracker:
     def forget_heard(self) -> None:
         """A reply finished playing in full; start the next reply's accounting afresh."""
         self._sentences = [s for s in self._sentences if not s.heard]
+
+    def _new_mark(self) -> str:
+        self._counter += 1
+        return f"s{self._counter}"

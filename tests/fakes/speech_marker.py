@@ -67,6 +67,28 @@ def unmarked_speech(duration_ms: int, seed: int = 0) -> bytes:
     return mulaw.encode(voiced_pcm(frames * mulaw.FRAME_MS, words=max(1, duration_ms // 260), seed=seed))
 
 
+def sound_without_words(duration_ms: int, kind: str = "cough", gain: float = 1.0, seed: int = 0) -> bytes:
+    """A cough (a voiced burst with a sharp attack and a decay) or line noise (a broadband burst), with
+    no words in it: it carries an empty packet, so the fake recogniser hears nothing said, as a real
+    one would. `gain` scales loudness (1.0 is as loud as `marked_speech`)."""
+    duration_ms = -(-duration_ms // mulaw.FRAME_MS) * mulaw.FRAME_MS
+    n = duration_ms * mulaw.SAMPLE_RATE // 1000
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(0.0, 1.0, n)
+    if kind == "cough":
+        t = np.arange(n) / n
+        envelope = np.minimum(1.0, t / 0.05) * np.exp(-2.5 * t)
+        voiced = voiced_pcm(duration_ms, 1, seed).astype(np.float64) / 9000
+        signal = (0.7 * voiced + 0.3 * noise / 3) * envelope
+    else:
+        signal = noise / 3
+    pcm = np.clip(signal * 9000 * gain, -32767, 32767).astype(np.int16)
+    ulaw = np.frombuffer(mulaw.encode(pcm), dtype=np.uint8).copy()
+    bits = _packet("")
+    ulaw[: len(bits)] = (ulaw[: len(bits)] & 0xFE) | bits
+    return ulaw.tobytes()
+
+
 def marked_speech(text: str, ms_per_word: int = 260) -> bytes:
     """mu-law 8 kHz audio (whole 20 ms frames) that sounds like speech and carries `text`."""
     bits = _packet(text)

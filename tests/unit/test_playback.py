@@ -49,3 +49,48 @@ def test_forget_heard_starts_the_next_reply_afresh():
     b = sent(t, "alpha beta gamma delta", 10.0, 1000)
     assert t.interrupt(now=10.5)[1] == "alpha beta"
     assert b is not None
+
+
+def frames_of(tracker, sentence, n, at):
+    """Produce and send n 20 ms frames of `sentence` at time `at` (sent ahead of playback)."""
+    for _ in range(n):
+        sentence.audio += b"\x00" * 160
+        tracker.frame_sent(sentence, 160, now=at)
+
+
+def test_pause_rewinds_to_the_frame_the_caller_was_hearing_from_the_clock():
+    t = PlaybackTracker()
+    a = t.begin_sentence("First sentence.")
+    frames_of(t, a, 50, at=0.0)  # 1.0 s, all sent at once
+    a.complete = a.mark_sent = True
+    b = t.begin_sentence("Second sentence.")
+    frames_of(t, b, 50, at=0.1)
+    t.pause(now=1.3)  # a played out (its echo still in flight), b has played 0.3 s
+    assert a.heard and not b.heard
+    assert b.heard_bytes == b.sent_bytes == 15 * 160
+    assert t.unheard() == [b] and t.pending  # b waits under a fresh mark
+
+
+def test_a_late_mark_echo_realigns_the_position_by_half_its_lateness():
+    t = PlaybackTracker()
+    a = t.begin_sentence("One.")
+    frames_of(t, a, 50, at=0.0)
+    a.mark_sent = True
+    b = t.begin_sentence("Two.")
+    frames_of(t, b, 50, at=0.0)
+    t.on_mark(a.mark, now=1.2)  # predicted end 1.0: the audio started 0.1 s late
+    t.pause(now=1.6)  # b started at 1.1: 0.5 s heard
+    assert b.heard_bytes == 25 * 160
+
+
+def test_marks_of_paused_sentences_are_renamed_and_old_echoes_ignored():
+    t = PlaybackTracker()
+    a = t.begin_sentence("Long sentence right here.")
+    frames_of(t, a, 100, at=0.0)
+    a.complete = a.mark_sent = True
+    old = a.mark
+    t.pause(now=0.5)
+    assert a.mark != old and not a.mark_sent
+    assert t.on_mark(old, now=0.51) is None  # the clear's echo
+    _spoken, heard = t.give_up()
+    assert heard == "Long"  # 0.5 s of 2.0 s: a quarter of the words

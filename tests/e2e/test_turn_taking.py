@@ -1,0 +1,87 @@
+"""Natural turn-taking through the whole audio pipeline (simulated caller, fake Deepgram, fake voice):
+a cough or an "mm-hm" over the agent never costs the caller the answer; real words still interrupt."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from tests.e2e.conftest import user_messages, wait_until
+from tests.e2e.heard_audio import compare, expected_frames, played_frames
+from tests.fakes.speech_marker import marked_speech, sound_without_words
+
+ANSWER = ("We offer haircuts, colouring and beard trims. Our stylists work six days a week, "
+          "and we open at nine every morning.")
+MAX_GAP_FRAMES = 15  # 300 ms replayed or lost at most
+
+
+async def _ask_and_wait_for_audio(stack, caller, question: str) -> tuple[float, int, int]:
+    await caller.wait_for_agent(since=0)  # the greeting
+    tts_before = len(stack.elevenlabs.requests)
+    spoken_at = await caller.say(marked_speech(question))
+    recording_from = len(caller.recording.agent)
+    await wait_until(lambda: caller.first_audio_after(spoken_at) is not None)
+    return spoken_at, recording_from, tts_before
+
+
+def _heard(stack, caller, recording_from: int, tts_before: int):
+    texts = [r.text for r in stack.elevenlabs.requests[tts_before:]]
+    return compare(played_frames(caller.recording.agent[recording_from:]), expected_frames(texts))
+
+
+async def test_a_cough_mid_answer_then_the_answer_is_heard_to_the_end(stack, tmp_path):
+    stack.openai.script(ANSWER)
+    async with stack.call() as caller:
+        _spoken_at, recording_from, tts_before = await _ask_and_wait_for_audio(stack, caller, "What do you offer")
+        await asyncio.sleep(1.2)
+        cough_at = time.monotonic()
+        cough_end = await caller.say(sound_without_words(400, "cough"))
+        await wait_until(lambda: caller.first_audio_after(cough_end) is not None)  # the answer resumes
+        await caller.wait_for_agent(since=cough_end)
+        session = stack.session(caller)
+        caller.recording.write_wav(tmp_path / "cough.wav")
+
+    assert caller.clears_after(cough_at), "the cough was loud enough to clear playback"
+    heard = _heard(stack, caller, recording_from, tts_before)
+    assert heard.complete and 0 <= heard.gap_frames <= MAX_GAP_FRAMES, heard
+    assert session.false_interruptions == 1 and session.barge_ins == 0
+    assert user_messages(stack.openai) == ["What do you offer"]  # the cough was never a turn
+    assert session.conversation.last_assistant_text() == ANSWER  # the history says it was all heard
+
+
+async def test_mm_hm_over_the_agent_is_not_a_turn_and_the_answer_goes_on(stack):
+    stack.openai.script(ANSWER)
+    async with stack.call() as caller:
+        _spoken_at, recording_from, tts_before = await _ask_and_wait_for_audio(stack, caller, "What do you offer")
+        await asyncio.sleep(1.2)
+        said_at = await caller.say(marked_speech("mm-hm"))  # long enough for the VAD: a clear, then a resume
+        await wait_until(lambda: caller.first_audio_after(said_at) is not None)
+        await caller.wait_for_agent(since=said_at)
+        await asyncio.sleep(0.5)  # a turn, had one been taken, would reach the model by now
+        session = stack.session(caller)
+
+    assert user_messages(stack.openai) == ["What do you offer"]
+    assert session.backchannels == 1 and session.barge_ins == 0
+    heard = _heard(stack, caller, recording_from, tts_before)
+    assert heard.complete and heard.gap_frames <= MAX_GAP_FRAMES, heard
+    assert session.conversation.last_assistant_text() == ANSWER
+
+
+async def test_a_real_interruption_clears_and_is_answered(stack):
+    stack.openai.script(ANSWER, "Sure, a haircut it is. What day suits you?")
+    async with stack.call() as caller:
+        _spoken_at, _, _ = await _ask_and_wait_for_audio(stack, caller, "What do you offer")
+        await asyncio.sleep(1.5)
+        interrupt_at = time.monotonic()
+        caller.say_nowait(marked_speech("Just book me a haircut please"))
+        await wait_until(lambda: caller.clears_after(interrupt_at), timeout_s=3)
+        await wait_until(lambda: len(user_messages(stack.openai)) == 2, timeout_s=10)
+        await caller.wait_for_agent(since=interrupt_at)
+        session = stack.session(caller)
+
+    assert user_messages(stack.openai)[1] == "Just book me a haircut please"
+    assert session.barge_ins == 1 and session.false_interruptions == 0
+    assistant = [i["content"] for i in session.conversation.items if i.get("role") == "assistant"]
+    heard = assistant[1]
+    assert heard and ANSWER.startswith(heard) and len(heard) < len(ANSWER)  # only what was heard
+    assert session.conversation.last_assistant_text() == "Sure, a haircut it is. What day suits you?"
