@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -81,6 +82,63 @@ async def _print_transcript(http: Any, base_url: str, tenant_id: str, call_sid: 
               f"(STT {figures.get('stt_ms')}, agent {figures.get('llm_ttft_ms')}, TTS {figures.get('tts_ttfb_ms')} ms)")
 
 
+class _LivePrinter:
+    """Prints a call as it happens from the server's live feed (`/phone/api/calls/{sid}/events`, local
+    operator only): the agent's words as it produces them, what the recogniser heard, tool calls."""
+
+    def __init__(self) -> None:
+        self.agent_open = False  # an agent line is being printed word by word
+        self.streamed = False  # words of the current agent reply were printed
+        self.printed_entries = 0
+
+    def end_agent_line(self) -> None:
+        if self.agent_open:
+            print(flush=True)
+            self.agent_open = False
+
+    def show(self, view: dict[str, Any]) -> None:
+        for event in view.get("events", []):
+            kind = event.get("kind")
+            if kind == "agent_words":
+                if not self.agent_open:
+                    print("  agent: ", end="")
+                    self.agent_open = self.streamed = True
+                print(event.get("text", ""), end="", flush=True)
+            elif kind in ("tool_call", "tool_result"):
+                self.end_agent_line()
+                detail = event.get("arguments", "") if kind == "tool_call" else str(event.get("output", ""))[:160]
+                print(f"   tool {'→' if kind == 'tool_call' else '←'} {event.get('name')}: {detail}", flush=True)
+        transcript = view.get("transcript", [])
+        for entry in transcript[self.printed_entries:]:
+            self.end_agent_line()
+            if entry.get("role") == "caller":
+                print(f"  heard: {entry.get('text')}", flush=True)
+                continue
+            if not self.streamed:  # said without the agent (greeting, reprompt, filler)
+                print(f"  agent: {entry.get('text')}", flush=True)
+            if entry.get("interrupted"):
+                print(f"  [agent cut off; the caller heard: {entry.get('heard')!r}]", flush=True)
+            self.streamed = False
+        self.printed_entries = len(transcript)
+
+
+async def _follow_live(http: Any, base_url: str, call_sid: str) -> None:
+    """Follow the server's live feed of this call, if it has one (`voice-agent serve` does)."""
+    printer = _LivePrinter()
+    try:
+        async with http.get(f"{base_url}/phone/api/calls/{call_sid}/events") as response:
+            if response.status != 200:
+                return
+            async for raw in response.content:
+                line = raw.decode().strip()
+                if line.startswith("data: ") and line != "data: {}":
+                    printer.show(json.loads(line[6:]))
+    except Exception as exc:  # the live view is a convenience: the call goes on without it
+        log.debug("live feed unavailable", extra={"error": str(exc)})
+    finally:
+        printer.end_agent_line()
+
+
 def _call(args: argparse.Namespace) -> int:
     """Place one call against a running server, as Twilio would, and speak the given lines."""
     import aiohttp
@@ -96,9 +154,9 @@ def _call(args: argparse.Namespace) -> int:
         async with aiohttp.ClientSession() as http:
             dialled = await dial(args.url, to=args.to, from_=args.from_, auth_token=token, http=http)
             call = dialled.call
+            live = asyncio.create_task(_follow_live(http, args.url, call.call_sid))
             await call.connect()
             await call.wait_for_agent(since=0, timeout_s=30)
-            print(f"agent spoke {call.agent_audio_ms() / 1000:.1f} s of audio", flush=True)
             for line in args.say:
                 audio = b"".join([chunk async for chunk in voice.synthesize(line)])
                 print(f"caller: {line}", flush=True)
@@ -106,10 +164,12 @@ def _call(args: argparse.Namespace) -> int:
                 await call.wait_for_agent(since=spoken_at, quiet_s=1.0, timeout_s=30)
                 first = call.first_audio_after(spoken_at)
                 latency = f"{(first - spoken_at) * 1000:.0f} ms" if first else "no answer"
-                print(f"agent answered (voice-to-voice at the caller: {latency})", flush=True)
+                print(f"  (voice-to-voice at the caller: {latency})", flush=True)
                 if call.closed.is_set():
                     break
             await call.hang_up()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(live, timeout=5)
             print(f"after the stream Twilio would run: {await after_stream(dialled, token, http)}")
             await _print_transcript(http, args.url, call.custom_parameters.get("tenant_id", ""), call.call_sid)
             if args.wav:
