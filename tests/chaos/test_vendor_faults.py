@@ -7,7 +7,6 @@ takeovers and the long outage."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Literal
 
 import pytest
@@ -97,8 +96,10 @@ async def test_stt_drop_mid_utterance_and_10s_refusal_loses_no_words(chaos_stack
         await caller.wait_for_agent(since=0)
         before = "I would like to move my appointment to Friday"
         after = "And my name is Jordan Lee"
+        sent = sum(stack.deepgram.bytes_received)
         pending = caller.say_nowait(marked_speech(before))
-        await asyncio.sleep(0.8)  # mid-utterance
+        # Mid-utterance in audio time: 0.8 s of the 2.3 s line has reached the recogniser.
+        await stack.deepgram.wait_until(lambda: sum(stack.deepgram.bytes_received) >= sent + 6400)
         stack.deepgram.refuse_for(10)
         await stack.deepgram.drop_all()
         await pending

@@ -66,8 +66,8 @@ async def test_barge_in_clears_playback_and_keeps_only_what_was_heard(stack):
     async with stack.call() as caller:
         await caller.wait_for_agent(since=0)
         spoken_at = await caller.say(marked_speech("What services do you offer"))
-        await wait_until(lambda: caller.first_audio_after(spoken_at) is not None)
-        await asyncio.sleep(1.5)  # the caller hears the first sentence or so
+        # The caller has heard the first sentence: its mark came back after its audio played.
+        await wait_until(lambda: any(e.kind == "mark-echo" and e.at > spoken_at for e in caller.events))
         interrupt_at = time.monotonic()
         caller.say_nowait(marked_speech("Actually just book me a haircut"))
         await wait_until(lambda: caller.clears_after(interrupt_at), timeout_s=3)
