@@ -154,7 +154,8 @@ async def build_local_stack(settings: Settings, port: int, data_folder: Path | N
     demo_tenant_id = await seed_demo_tenant(admin_dsn, data.directory)
     await ensure_demo_api_key(admin_dsn, demo_tenant_id, folder)
     engines = build_engines(settings, data)
-    app = create_app(settings, engines, recorder=data.recorder, tenant_settings=data.tenant_settings())
+    app = create_app(settings, engines, recorder=data.recorder, tenant_settings=data.tenant_settings(),
+                     stream_claims=data.stream_claims())
     data.mount_tenant_api(app)
     _mount_lambdas(app, settings, app_dsn, redis_url, local)
     from local.web_phone import mount_web_phone  # /phone and /calls: local operator pages only

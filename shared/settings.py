@@ -47,6 +47,13 @@ class SilenceOptions(BaseModel):
     goodbye_text: str = "I haven't heard anything, so I'll end the call now. Goodbye!"
 
 
+class StreamAdmissionOptions(BaseModel):
+    """A Media Stream socket before its `start`: how long it may wait, and how many may wait per address."""
+
+    start_timeout_s: float = 10.0  # counted from the upgrade, whatever frames arrive meanwhile
+    max_pending_per_address: int = 16  # 0: no cap (the address is the ALB's X-Forwarded-For hop behind it)
+
+
 class DrainOptions(BaseModel):
     """SIGTERM behaviour: refuse new streams, let live calls finish."""
 
@@ -139,6 +146,7 @@ class Settings(BaseSettings):
     endpointing: EndpointingOptions = EndpointingOptions()
     silence: SilenceOptions = SilenceOptions()
     drain: DrainOptions = DrainOptions()
+    stream_admission: StreamAdmissionOptions = StreamAdmissionOptions()
     observability: ObservabilityOptions = ObservabilityOptions()
     # OpenTelemetry's own variable: the ADOT collector sidecar (OTLP/HTTP, e.g. http://127.0.0.1:4318).
     # Empty: tracing is off (no collector locally), and nothing is exported.

@@ -18,6 +18,7 @@ from streaming_service.call_recorder import CallRecorder, LoggingCallRecorder
 from streaming_service.call_session import Engines
 from streaming_service.operator_access import require_operator
 from streaming_service.service_state import STATE, ServiceState, TenantSettingsLookup, no_tenant_settings
+from streaming_service.stream_guard import CLAIMS, PENDING, PendingSockets, StreamClaims
 from streaming_service.stream_handler import handle_twilio_stream
 from streaming_service.task_protection import TaskProtection
 from streaming_service.telemetry.service_telemetry import ServiceTelemetry
@@ -76,8 +77,12 @@ async def _telemetry_lifetime(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings, engines: Engines, recorder: CallRecorder | None = None,
                tenant_settings: TenantSettingsLookup | None = None,
-               telemetry: ServiceTelemetry | None = None) -> web.Application:
+               telemetry: ServiceTelemetry | None = None, stream_claims: StreamClaims | None = None
+               ) -> web.Application:
+    """`stream_claims`: shared through the service's Redis when it has one, else held in this process."""
     app = web.Application(client_max_size=settings.max_ws_message_bytes)
+    app[CLAIMS] = stream_claims or StreamClaims()
+    app[PENDING] = PendingSockets(settings.stream_admission.max_pending_per_address)
     app[STATE] = ServiceState(settings=settings, engines=engines, recorder=recorder or LoggingCallRecorder(),
                                 tenant_settings=tenant_settings or no_tenant_settings,
                                 telemetry=telemetry or ServiceTelemetry.from_settings(settings))

@@ -15,6 +15,7 @@ from shared.tenancy.directory import TenantDirectory
 from shared.tenancy.http_api import build_tenant_api
 from shared.tenancy.transcript_buffer import TranscriptRecorder
 from streaming_service.service_state import TenantSettingsLookup
+from streaming_service.stream_guard import StreamClaims
 from streaming_service.tenancy_recorder import TenancyCallRecorder, tenant_settings_lookup
 
 TRANSCRIPT_FLUSH_INTERVAL_S = 30.0
@@ -42,6 +43,10 @@ class ServiceData:
 
     def tenant_settings(self) -> TenantSettingsLookup:
         return tenant_settings_lookup(self.directory)
+
+    def stream_claims(self) -> StreamClaims:
+        """Which calls' streams have started, in the Redis every task of the service shares."""
+        return StreamClaims(self.cache)
 
     def mount_tenant_api(self, app: web.Application) -> None:
         app.add_subapp("/api", build_tenant_api(self.db))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from aiohttp import WSCloseCode, WSMsgType, web
 from twilio.request_validator import RequestValidator
@@ -18,10 +19,10 @@ from shared.stream_token import InvalidStreamToken, verify_stream_token
 from streaming_service.call_session import CallSession
 from streaming_service.engines.base import CallContext
 from streaming_service.service_state import STATE, ServiceState
+from streaming_service.stream_guard import CLAIMS, PENDING, StreamClaims, client_address
 
 log = logging.getLogger("voice_agent.stream")
 
-START_TIMEOUT_S = 10.0
 MAX_PROTOCOL_ERRORS = 200
 
 
@@ -85,13 +86,20 @@ async def handle_twilio_stream(request: web.Request) -> web.StreamResponse:
         log.warning("stream upgrade refused: bad or missing X-Twilio-Signature",
                     extra={"remote": request.remote})
         return web.json_response({"error": "invalid signature"}, status=403)
+    pending, address = request.app[PENDING], client_address(request)
+    if pending.full(address):
+        state.rejected_connections += 1
+        log.warning("stream upgrade refused: too many sockets waiting for start from one address",
+                    extra={"remote": address[:64], "cap": pending.max_per_address})
+        return web.json_response({"error": "too many pending streams"}, status=429)
 
     ws = web.WebSocketResponse(max_msg_size=state.settings.max_ws_message_bytes)
     await ws.prepare(request)
     state.active_connections += 1
     session: CallSession | None = None
     try:
-        session = await _await_start(ws, state)
+        with pending.holding(address):
+            session = await _await_start(ws, state, request.app[CLAIMS])
         if session is not None:
             await _pump(ws, session, state)
     except Exception:
@@ -107,12 +115,14 @@ async def handle_twilio_stream(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def _await_start(ws: web.WebSocketResponse, state: ServiceState) -> CallSession | None:
-    """Read until `start`; verify its token; build the session."""
+async def _await_start(ws: web.WebSocketResponse, state: ServiceState, claims: StreamClaims) -> CallSession | None:
+    """Read until `start`; verify its token; build the session. The whole wait is bounded from the upgrade:
+    frames that are not `start` (binary, `connected`, junk) do not buy a socket more time."""
     reader = _MessageReader(ws, state)
+    deadline = asyncio.get_running_loop().time() + state.settings.stream_admission.start_timeout_s
     while True:
         try:
-            msg = await asyncio.wait_for(ws.receive(), timeout=START_TIMEOUT_S)
+            msg = await asyncio.wait_for(ws.receive(), timeout=max(0.0, deadline - asyncio.get_running_loop().time()))
         except TimeoutError:
             log.warning("no start message in time")
             await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"no start")
@@ -127,21 +137,23 @@ async def _await_start(ws: web.WebSocketResponse, state: ServiceState) -> CallSe
                 return None
             continue
         if isinstance(event, wire.Start):
-            return await _open_session(ws, state, event)
+            return await _open_session(ws, state, event, claims)
         if isinstance(event, wire.Stop):
             return None
         if not isinstance(event, wire.Connected):
             log.info("message before start skipped", extra={"event": type(event).__name__})
 
 
-async def _open_session(ws: web.WebSocketResponse, state: ServiceState, start: wire.Start
+async def _open_session(ws: web.WebSocketResponse, state: ServiceState, start: wire.Start, claims: StreamClaims
                         ) -> CallSession | None:
     params = start.custom_parameters
     tenant_id = params.get("tenant_id", "")
+    expires_at = time.time() + state.settings.stream_token_ttl_s
     if not state.settings.insecure_skip_twilio_verification:
         try:
-            verify_stream_token(state.settings.secret("stream_token_secret"), params.get("stream_token", ""),
-                                call_sid=start.call_sid, tenant_id=tenant_id)
+            expires_at = verify_stream_token(state.settings.secret("stream_token_secret"),
+                                             params.get("stream_token", ""), call_sid=start.call_sid,
+                                             tenant_id=tenant_id).expires_at
         except InvalidStreamToken as exc:
             state.rejected_connections += 1
             log.warning("stream refused: invalid stream token",
@@ -152,6 +164,14 @@ async def _open_session(ws: web.WebSocketResponse, state: ServiceState, start: w
         state.rejected_connections += 1
         log.warning("stream refused: call already has a live stream", extra={"call_sid": start.call_sid})
         await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"duplicate stream")
+        return None
+    # One stream per call, once: the token travels in the TwiML and in `start`, so a captured one could open
+    # a session again (after the call, or on another task) for as long as it lives. Claimed for that long.
+    if not await claims.claim(start.call_sid, expires_at, owner=start.stream_sid):
+        state.rejected_connections += 1
+        log.warning("stream refused: this call's stream already started (replayed token)",
+                    extra={"call_sid": start.call_sid})
+        await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"stream already started")
         return None
     call = CallContext(call_sid=start.call_sid, stream_sid=start.stream_sid, tenant_id=tenant_id,
                        caller_number=params.get("caller", ""), dialled_number=params.get("dialled", ""),

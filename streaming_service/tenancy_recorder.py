@@ -49,10 +49,17 @@ class TenancyCallRecorder:
             log.warning("call without a tenant id: not recorded")
             return
         try:  # the webhook normally created the row already; this is idempotent
-            await calls.start_call(self.db, tenant_id, call.call_sid, from_number=call.caller_number,
-                                   to_number=call.dialled_number)
+            record = await calls.start_call(self.db, tenant_id, call.call_sid, from_number=call.caller_number,
+                                            to_number=call.dialled_number)
         except Exception as exc:
             log.warning("could not record call start", extra={"error": type(exc).__name__})
+        else:
+            if record.ended_at is not None:
+                # Only the session that owns the call writes its record: a stream started for a call that
+                # already ended (a replayed token) must never overwrite the turns of the real call.
+                log.warning("call already ended: this session does not own its record; not recorded",
+                            extra={"call_sid": call.call_sid})
+                return
         queue: asyncio.Queue[TranscriptTurn | None] = asyncio.Queue()
         self._writers[call.call_sid] = queue
         self._tasks[call.call_sid] = asyncio.create_task(self._write_turns(tenant_id, call.call_sid, queue))
@@ -79,8 +86,8 @@ class TenancyCallRecorder:
 
     async def call_ended(self, call: CallContext) -> None:
         tenant_id = tenant_uuid(call)
-        if tenant_id is None:
-            return
+        if tenant_id is None or call.call_sid not in self._writers:
+            return  # not recorded, or not this session's call to record (see call_started)
         queue, task = self._writers.pop(call.call_sid, None), self._tasks.pop(call.call_sid, None)
         self._seq.pop(call.call_sid, None)
         turn_metrics = self._turn_metrics.pop(call.call_sid, [])

@@ -107,10 +107,8 @@ async def test_oversized_message_closes_with_1009(stack):
     await wait_until(lambda: not stack.state.sessions)
 
 
-async def test_no_start_message_times_out_cleanly(stack, monkeypatch):
-    from streaming_service import stream_handler
-
-    monkeypatch.setattr(stream_handler, "START_TIMEOUT_S", 0.3)  # our own constant, not an SDK
+async def test_no_start_message_times_out_cleanly(stack_factory):
+    stack = await stack_factory(stream_admission={"start_timeout_s": 0.3})
     async with aiohttp.ClientSession() as http:
         from twilio.request_validator import RequestValidator
 
