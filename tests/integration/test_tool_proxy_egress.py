@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
 import socket
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -20,6 +21,7 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import httpx2
+import pytest
 from aiohttp import web
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
@@ -37,6 +39,9 @@ TENANT = "tenant-egress"
 PUBLIC = "127.0.0.2"  # allowlisted: stands for a public host
 INSIDE = "127.0.0.1"  # not allowlisted: stands for the inside of the network
 METADATA_URL = "http://169.254.169.254/latest/meta-data/iam/security-credentials/"
+REDIRECTS = (300, 301, 302, 303, 307, 308)
+STATUSES = (*REDIRECTS, 200, 400)
+CAP = 64 * 1024  # EgressPolicy's default response cap, which these tests leave as it is
 
 
 class Zone:
@@ -99,6 +104,12 @@ class Listeners:
                 raise web.HTTPFound(METADATA_URL)
             if request.path == "/redirect-inside":
                 raise web.HTTPFound(f"http://{INSIDE}:{self.port}/secret")
+            if request.path.startswith("/status/"):
+                status = int(request.path.rsplit("/", 1)[1])
+                return web.Response(status=status, text=f"status {status}",
+                                    headers={"Location": METADATA_URL} if 300 <= status < 400 else {})
+            if request.path.startswith("/bytes/"):
+                return web.Response(body=b"x" * int(request.path.rsplit("/", 1)[1]), content_type="text/plain")
             return web.json_response({"answered_by": address})
 
         app = web.Application()
@@ -145,7 +156,9 @@ async def proxy_session(listeners: Listeners) -> AsyncIterator[ClientSession]:
              _tool("mixed_answer", f"http://mixed.tools.test:{port}/tool"),
              _tool("redirect_to_metadata", f"http://{PUBLIC}:{port}/redirect-to-metadata"),
              _tool("redirect_inside", f"http://{PUBLIC}:{port}/redirect-inside"),
-             _tool("public", f"http://{PUBLIC}:{port}/tool")]
+             _tool("public", f"http://{PUBLIC}:{port}/tool"),
+             *[_tool(f"status_{code}", f"http://{PUBLIC}:{port}/status/{code}") for code in STATUSES],
+             *[_tool(f"bytes_{n}", f"http://{PUBLIC}:{port}/bytes/{n}") for n in (CAP, CAP + 1)]]
     policy = EgressPolicy(timeout_s=2.0, allowed_networks=EgressPolicy.parse_networks(f"{PUBLIC}/32"))
     proxy = ToolProxy(MappingToolboxes({TENANT: {"tools": tools}}), BundleToolSecrets(lambda: {}), policy)
     handler = create_handler(functools.partial(lambda p: (p, SECRET), proxy))
@@ -225,3 +238,30 @@ def test_redirect_inside_the_network_is_refused_and_never_reaches_it() -> None:
     assert result.is_error
     assert _text(result) == "Target refused: target answered a redirect (HTTP 302), which is not followed"
     assert sum(listeners.hits[INSIDE].values()) == 0
+
+
+@pytest.mark.parametrize("status", REDIRECTS)
+def test_every_redirect_status_is_refused(status: int) -> None:
+    result, _ = _call(Zone({}), f"status_{status}")
+    assert result.is_error
+    assert _text(result) == f"Target refused: target answered a redirect (HTTP {status}), which is not followed"
+
+
+def test_statuses_either_side_of_the_redirect_range_are_answers_not_refusals() -> None:
+    ok, _ = _call(Zone({}), "status_200")
+    bad, _ = _call(Zone({}), "status_400")
+    assert not ok.is_error and _text(ok) == "status 200"
+    assert bad.is_error and _text(bad) == "Target answered HTTP 400: status 400"
+
+
+def test_a_body_of_exactly_the_cap_is_accepted_and_one_byte_more_is_not() -> None:
+    exact, _ = _call(Zone({}), f"bytes_{CAP}")
+    over, _ = _call(Zone({}), f"bytes_{CAP + 1}")
+    assert not exact.is_error and len(_text(exact)) == CAP
+    assert over.is_error and _text(over) == f"Tool call failed: response exceeded {CAP} bytes"
+
+
+def test_allowlist_entries_may_name_a_host_inside_the_network() -> None:
+    """`10.1.2.3/8` means 10.0.0.0/8 (an operator writes what they know), not a startup crash."""
+    assert EgressPolicy.parse_networks(" 10.1.2.3/8 , ::1 ,") == (
+        ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1/128"))
