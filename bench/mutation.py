@@ -6,7 +6,7 @@ mutant. Each target has its own cosmic-ray session: only the functions that guar
 set) and a focused operator set are mutated (not `X | None` in annotations, which are never evaluated),
 and each mutant runs only the target's own tests with `-x`. A session survives an interrupted or
 time-limited run: the next run resumes the pending mutants (`--fresh` starts over, e.g. after the module
-or its tests changed).
+changed; `--recheck` runs only the survivors again, against tests committed since).
 
 The report (`.bench/mutation/report.md`) lists every surviving mutant with its diff; a survivor listed in
 `bench/mutation_equivalents.toml` (same module, operator and source line) is shown with the reason it is
@@ -25,6 +25,7 @@ import io
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import tarfile
@@ -142,12 +143,27 @@ def _cosmic(*args: str, cwd: Path, timeout: float | None = None) -> int:
         return -1
 
 
-def prepare(name: str, target: Target, fresh: bool) -> tuple[Path, Path, Path]:
+def _recheck_survivors(name: str, target: Target, tree: Path, session: Path) -> None:
+    """Run the survivors again against the committed tests (new tests since the session began)."""
+    committed = subprocess.run(["git", "show", f"HEAD:{target.module}"], cwd=ROOT, check=True,
+                               capture_output=True).stdout
+    if committed != (tree / target.module).read_bytes():
+        raise SystemExit(f"{name}: {target.module} changed since this session began; use --fresh")
+    subprocess.run(["rm", "-rf", str(tree)], check=True)
+    _committed_tree(tree)
+    with sqlite3.connect(session) as db:
+        db.execute("DELETE FROM work_results WHERE test_outcome = 'SURVIVED'")
+
+
+def prepare(name: str, target: Target, fresh: bool, recheck: bool = False) -> tuple[Path, Path, Path]:
     from cosmic_ray.work_db import WorkDB, use_db
     from cosmic_ray.work_item import WorkerOutcome, WorkResult
 
     base = OUT / name
     tree, config, session = base / "tree", base / "config.toml", base / "session.sqlite"
+    if recheck and session.exists() and not fresh:
+        _restore(tree, target.module)
+        _recheck_survivors(name, target, tree, session)
     if fresh or not session.exists():
         subprocess.run(["rm", "-rf", str(base)], check=True)
         _committed_tree(tree)
@@ -246,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("targets", nargs="*", help=f"default: all of {', '.join(TARGETS)}")
     parser.add_argument("--budget-s", type=float, default=1200.0, help="time limit per target")
     parser.add_argument("--fresh", action="store_true", help="discard earlier sessions and start over")
+    parser.add_argument("--recheck", action="store_true",
+                        help="run earlier survivors again against the tests committed since")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args(argv)
     names = args.targets or list(TARGETS)
@@ -255,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     elapsed: dict[str, float] = {}
     for name in names if not args.report_only else []:
         target = TARGETS[name]
-        tree, config, session = prepare(name, target, args.fresh)
+        tree, config, session = prepare(name, target, args.fresh, args.recheck)
         print(f"== {name}: {target.module}", flush=True)
         if not baseline_ok(tree, target):
             print(f"{name}: the tests fail on the unmutated tree; skipped", file=sys.stderr)
