@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from shared.tenancy.cache import JsonCache
+from streaming_service.operator_access import is_direct_local
 
 log = logging.getLogger("voice_agent.stream")
 
@@ -61,9 +62,12 @@ async def _set_nx(r: Any, key: str, value: str, ttl_s: int) -> bool:
     return bool(await r.set(key, value, nx=True, ex=ttl_s))
 
 
-def client_address(request: web.Request) -> str:
+def client_address(request: web.Request) -> str | None:
     """The caller's address: the peer, or when the peer is a proxy on a private or loopback address (the
-    ALB in the VPC, a local tunnel), the last X-Forwarded-For hop, the one that proxy appended."""
+    ALB in the VPC, a local tunnel), the last X-Forwarded-For hop, the one that proxy appended. None for a
+    process on this machine talking to us directly (the simulator, the benchmarks): it is not capped."""
+    if is_direct_local(request):
+        return None
     peer = request.remote or ""
     try:
         trusted_proxy = ipaddress.ip_address(peer).is_private
@@ -82,11 +86,17 @@ class PendingSockets:
         self.max_per_address = max_per_address
         self._counts: dict[str, int] = {}
 
-    def full(self, address: str) -> bool:
-        return 0 < self.max_per_address <= self._counts.get(address, 0)
+    def full(self, address: str | None) -> bool:
+        return address is not None and 0 < self.max_per_address <= self._counts.get(address, 0)
+
+    def waiting(self, address: str) -> int:
+        return self._counts.get(address, 0)
 
     @contextmanager
-    def holding(self, address: str) -> Iterator[None]:
+    def holding(self, address: str | None) -> Iterator[None]:
+        if address is None:
+            yield
+            return
         self._counts[address] = self._counts.get(address, 0) + 1
         try:
             yield

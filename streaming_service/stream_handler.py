@@ -90,7 +90,7 @@ async def handle_twilio_stream(request: web.Request) -> web.StreamResponse:
     if pending.full(address):
         state.rejected_connections += 1
         log.warning("stream upgrade refused: too many sockets waiting for start from one address",
-                    extra={"remote": address[:64], "cap": pending.max_per_address})
+                    extra={"remote": str(address)[:64], "cap": pending.max_per_address})
         return web.json_response({"error": "too many pending streams"}, status=429)
 
     ws = web.WebSocketResponse(max_msg_size=state.settings.max_ws_message_bytes)
@@ -98,8 +98,10 @@ async def handle_twilio_stream(request: web.Request) -> web.StreamResponse:
     state.active_connections += 1
     session: CallSession | None = None
     try:
-        with pending.holding(address):
-            session = await _await_start(ws, state, request.app[CLAIMS])
+        with pending.holding(address):  # until `start` arrives, not while the session opens
+            start = await _await_start(ws, state)
+        if start is not None:
+            session = await _open_session(ws, state, start, request.app[CLAIMS])
         if session is not None:
             await _pump(ws, session, state)
     except Exception:
@@ -115,9 +117,9 @@ async def handle_twilio_stream(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def _await_start(ws: web.WebSocketResponse, state: ServiceState, claims: StreamClaims) -> CallSession | None:
-    """Read until `start`; verify its token; build the session. The whole wait is bounded from the upgrade:
-    frames that are not `start` (binary, `connected`, junk) do not buy a socket more time."""
+async def _await_start(ws: web.WebSocketResponse, state: ServiceState) -> wire.Start | None:
+    """Read until `start`. The whole wait is bounded from the upgrade: frames that are not `start` (binary,
+    `connected`, junk) do not buy a socket more time."""
     reader = _MessageReader(ws, state)
     deadline = asyncio.get_running_loop().time() + state.settings.stream_admission.start_timeout_s
     while True:
@@ -137,7 +139,7 @@ async def _await_start(ws: web.WebSocketResponse, state: ServiceState, claims: S
                 return None
             continue
         if isinstance(event, wire.Start):
-            return await _open_session(ws, state, event, claims)
+            return event
         if isinstance(event, wire.Stop):
             return None
         if not isinstance(event, wire.Connected):
@@ -146,6 +148,7 @@ async def _await_start(ws: web.WebSocketResponse, state: ServiceState, claims: S
 
 async def _open_session(ws: web.WebSocketResponse, state: ServiceState, start: wire.Start, claims: StreamClaims
                         ) -> CallSession | None:
+    """Verify the start's token, claim its call, build the session."""
     params = start.custom_parameters
     tenant_id = params.get("tenant_id", "")
     expires_at = time.time() + state.settings.stream_token_ttl_s

@@ -152,20 +152,25 @@ async def test_frames_before_start_do_not_keep_a_socket_open(stack_factory: Any)
 
 
 async def test_sockets_waiting_for_start_are_capped_per_address(stack_factory: Any) -> None:
+    """Callers arrive through a proxy or tunnel (the ALB, ngrok), which names them in X-Forwarded-For."""
     stack = await stack_factory(stream_admission={"start_timeout_s": 60, "max_pending_per_address": 2})
     pending = stack.app[PENDING]
+    prober = _signed(stack, **{"X-Forwarded-For": "203.0.113.5"})
     async with aiohttp.ClientSession() as http:
-        held = [await http.ws_connect(stack.ws_url, headers=_signed(stack)) for _ in range(2)]
-        await wait_until(lambda: pending.full("127.0.0.1"))
+        held = [await http.ws_connect(stack.ws_url, headers=prober) for _ in range(2)]
+        await wait_until(lambda: pending.waiting("203.0.113.5") == 2)
         with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
-            await http.ws_connect(stack.ws_url, headers=_signed(stack))
+            await http.ws_connect(stack.ws_url, headers=prober)
         assert refused.value.status == 429
-        # Another address (a caller behind a local tunnel) is counted on its own.
+        # Another address is counted on its own, and a direct local process (the simulator) is not capped.
         other = await http.ws_connect(stack.ws_url, headers=_signed(stack, **{"X-Forwarded-For": "198.51.100.7"}))
+        async with stack.call() as caller:
+            await wait_until(lambda: stack.session(caller) is not None)
         await other.close()
         await held[0].close()
-        await wait_until(lambda: not pending.full("127.0.0.1"))
-        async with stack.call() as caller:  # a real call gets through, and once started frees its place
-            await wait_until(lambda: stack.session(caller) is not None)
-            assert not pending.full("127.0.0.1")
-        await held[1].close()
+        await wait_until(lambda: pending.waiting("203.0.113.5") == 1)
+        again = await http.ws_connect(stack.ws_url, headers=prober)  # a place freed: accepted again
+        await wait_until(lambda: pending.waiting("203.0.113.5") == 2)
+        for ws in (again, held[1]):
+            await ws.close()
+    await wait_until(lambda: pending.waiting("203.0.113.5") == 0)
