@@ -40,7 +40,9 @@ async def _ensure_app_role(admin_dsn: str, username: str, password: str) -> None
         # Identifiers and passwords cannot be bind parameters in DDL; quote them with the server's functions.
         ident = await conn.fetchval("SELECT quote_ident($1)", username)
         literal = await conn.fetchval("SELECT quote_literal($1)", password)
-        await conn.execute(f"{verb} ROLE {ident} WITH LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD {literal}")
+        # SUPERUSER/BYPASSRLS may only be changed by a true superuser, which Aurora's master user is not:
+        # migration 0001 refuses an app role that has either.
+        await conn.execute(f"{verb} ROLE {ident} WITH LOGIN PASSWORD {literal}")
     finally:
         await conn.close()
 

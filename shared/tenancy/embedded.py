@@ -183,8 +183,8 @@ def resolve_redis_url(settings: Settings, *, allow_local: bool = False) -> str:
     return start_embedded_redis()
 
 
-async def create_scratch_database(server_dsn: str, prefix: str = "va_scratch") -> str:
-    """Create and migrate a fresh database on `server_dsn`; returns its admin DSN."""
+async def create_scratch_database(server_dsn: str, prefix: str = "va_scratch", migrate: bool = True) -> str:
+    """Create (and unless told otherwise, migrate) a fresh database on `server_dsn`; returns its admin DSN."""
     name = f"{prefix}_{secrets.token_hex(4)}"
     admin: asyncpg.Connection = await asyncpg.connect(server_dsn)
     try:
@@ -192,7 +192,8 @@ async def create_scratch_database(server_dsn: str, prefix: str = "va_scratch") -
     finally:
         await admin.close()
     dsn = dsn_with(server_dsn, database=name)
-    await apply_migrations(dsn)
+    if migrate:
+        await apply_migrations(dsn)
     return dsn
 
 

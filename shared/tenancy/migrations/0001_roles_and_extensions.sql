@@ -16,8 +16,15 @@ BEGIN
 EXCEPTION WHEN duplicate_object THEN NULL;
 END $$;
 
--- The app role owns nothing and can never step around row-level security.
-ALTER ROLE voice_app NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOINHERIT;
+-- The app role owns nothing and can never step around row-level security. Only a true superuser may
+-- change SUPERUSER or BYPASSRLS, and Aurora's master user is not one: check them, set the rest.
+DO $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'voice_app' AND (rolsuper OR rolbypassrls)) THEN
+    RAISE EXCEPTION 'role voice_app must be NOSUPERUSER NOBYPASSRLS: fix it as a superuser, then migrate';
+  END IF;
+END $$;
+ALTER ROLE voice_app NOCREATEDB NOCREATEROLE NOINHERIT;
 
 -- The migrator switches to voice_owner (SET LOCAL ROLE) so every object belongs to it, not to a login.
 GRANT voice_owner TO CURRENT_USER;

@@ -1,0 +1,77 @@
+"""Loaded by every process the rehearsal starts (Lambdas, the task): the platform's network, locally.
+
+- `REHEARSAL_HOSTS` ({"host": "127.77.0.N"}): DNS for the AWS names in the templates (the API, the load
+  balancer, the database and cache endpoints, the vendors): each name gets an address of its own.
+- `REHEARSAL_SOCKETS` ({"ip:port": "ip:port"}): where those addresses' ports really listen, and the task's
+  own network namespace (a bind to the container port, connects to task-local sidecars).
+- `REHEARSAL_ISOLATE=1`: imports come only from the asset or image folder and site-packages, never from
+  the repository's editable install, so a module missing from an asset fails here as it would in AWS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from typing import Any
+
+
+def _pairs(variable: str) -> dict[tuple[str, int], tuple[str, int]]:
+    raw = json.loads(os.environ.get(variable) or "{}")
+    out: dict[tuple[str, int], tuple[str, int]] = {}
+    for source, target in raw.items():
+        host, port = source.rsplit(":", 1)
+        to_host, to_port = target.rsplit(":", 1)
+        out[(host.lower(), int(port))] = (to_host, int(to_port))
+    return out
+
+
+_HOSTS: dict[str, str] = {k.lower(): v for k, v in json.loads(os.environ.get("REHEARSAL_HOSTS") or "{}").items()}
+_SOCKETS = _pairs("REHEARSAL_SOCKETS")
+
+
+def _mapped(table: dict[tuple[str, int], tuple[str, int]], address: Any) -> Any:
+    if isinstance(address, tuple) and len(address) >= 2 and isinstance(address[1], int):
+        target = table.get((str(address[0]).lower(), address[1]))
+        if target is not None:
+            return (target[0], target[1], *address[2:]) if len(address) > 2 else target
+    return address
+
+
+if _HOSTS:
+    _getaddrinfo = socket.getaddrinfo
+
+    def _rehearsal_getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):  # type: ignore[no-untyped-def]
+        # anyio (httpx's async path) passes the IDNA-encoded name as bytes.
+        name = host.decode("ascii", "replace") if isinstance(host, bytes) else host
+        address = _HOSTS.get(name.lower()) if isinstance(name, str) else None
+        if address is None:
+            return _getaddrinfo(host, port, family, type, proto, flags)
+        return _getaddrinfo(address, port, socket.AF_INET, type, proto, flags)
+
+    socket.getaddrinfo = _rehearsal_getaddrinfo
+
+if _SOCKETS:
+    _bind, _connect, _connect_ex = socket.socket.bind, socket.socket.connect, socket.socket.connect_ex
+
+    def _rehearsal_bind(self, address):  # type: ignore[no-untyped-def]
+        return _bind(self, _mapped(_SOCKETS, address))
+
+    def _rehearsal_connect(self, address):  # type: ignore[no-untyped-def]
+        return _connect(self, _mapped(_SOCKETS, address))
+
+    def _rehearsal_connect_ex(self, address):  # type: ignore[no-untyped-def]
+        return _connect_ex(self, _mapped(_SOCKETS, address))
+
+    socket.socket.bind = _rehearsal_bind  # type: ignore[method-assign]
+    socket.socket.connect = _rehearsal_connect  # type: ignore[method-assign]
+    socket.socket.connect_ex = _rehearsal_connect_ex  # type: ignore[method-assign]
+
+if os.environ.get("REHEARSAL_ISOLATE") == "1":
+    # setuptools' editable install maps the repository's packages through a meta-path finder.
+    sys.meta_path[:] = [f for f in sys.meta_path if not str(getattr(f, "__module__", "")).startswith("__editable__")]
+    _here = os.path.dirname(os.path.abspath(__file__))
+    _repo = os.environ.get("REHEARSAL_REPO_ROOT", "")
+    sys.path[:] = [p for p in sys.path
+                   if p and "__editable__" not in p and os.path.abspath(p) not in (_here, _repo)]
