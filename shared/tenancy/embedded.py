@@ -136,7 +136,8 @@ def server_redis_url(settings: Settings, folder: Path | None = None) -> str:
     recorded = folder / SERVER_REDIS_FILE
     if recorded.exists():
         url = recorded.read_text().strip()
-        if url:
+        # A stopped server's embedded Redis (its socket gone) holds no cache anyone reads.
+        if url and not (url.startswith("unix://") and not _unix_socket_alive(Path(url.removeprefix("unix://")))):
             return url
     sock = folder / "redis" / "redis.sock"
     return f"unix://{sock}" if sock.exists() and _unix_socket_alive(sock) else ""

@@ -94,6 +94,9 @@ async def test_a_replayed_start_is_refused_on_every_task_and_the_transcript_is_u
     call_sid, token = await _finished_call(task_a, tenant_id)
     stored = await calls.list_transcript(db, tenant.tenant_id, call_sid)
     assert [t.role for t in stored][:2] == ["agent", "caller"]
+    # The claim lives in Redis for the token's remaining life (300 s at most), not forever.
+    ttl = await cache.run(lambda r: r.ttl(cache.key("stream", "started", call_sid)), -2)
+    assert 0 < ttl <= 301
 
     for task in (task_b, task_a):
         replay = await _replay(task, tenant_id, call_sid, token)
