@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps test test-fast lint demo run serve bench mutation chaos synth deploy layer migrate clean
+.PHONY: setup system-deps browser-deps test test-fast lint demo run serve bench mutation chaos synth deploy layer migrate clean rehearse
 
 system-deps:
 	@command -v python3 >/dev/null && python3 -c 'import venv, ensurepip' 2>/dev/null || \
@@ -20,7 +20,14 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-test: setup
+# Debian's chromium for the real-browser test of the web phone (tests/browser); installed once. Where it
+# cannot be installed the test skips, except in CI (CI set), where that is a failure.
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
+	  { [ -z "$$CI" ] && echo "chromium could not be installed: tests/browser will be skipped"; }
+
+test: setup browser-deps
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: setup
@@ -62,6 +69,11 @@ node_modules/.bin/cdk:
 
 synth: setup node_modules/.bin/cdk
 	$(CDK) synth --quiet -c env=$(ENV) $(CDK_ARGS)
+
+# The deploy rehearsal: synthesize ENV's templates and run what they say on this machine (no Docker, account
+# or network), then place a Twilio call that books through every hop. The deploy checklist's first step.
+rehearse: setup
+	$(PY) -m local.rehearsal --env $(ENV)
 
 # The Lambda layer for Lambda's platform (manylinux x86_64, CPython 3.11, as infra RUNTIME); pins come from pyproject.toml.
 # python3.11 Lambdas run on Amazon Linux 2 (glibc 2.26): only manylinux tags up to 2_24 load there (every pin

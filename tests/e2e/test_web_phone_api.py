@@ -64,7 +64,24 @@ async def test_a_ticket_opens_one_signed_stream_and_only_once(stack: LocalStack)
             assert call["call_sid"] in state.sessions
             first = json.loads((await ws.receive(timeout=10)).data)  # the greeting, as Twilio would get it
             assert first["event"] in ("media", "mark") and first["streamSid"] == builder.stream_sid
+            views = f"{stack.base_url}/calls/api/{stack.demo_tenant_id}"
+            async with http.get(f"{views}/live") as live:  # the call view lists it while it is live
+                assert [c["call_sid"] for c in (await live.json())["items"]] == [call["call_sid"]]
+            session = state.sessions[call["call_sid"]]
+            for _ in range(200):  # the greeting has been said (the page would echo marks; not needed here)
+                if session.transcript:
+                    break
+                await asyncio.sleep(0.05)
             await ws.send_str(builder.stop())
+        for _ in range(100):  # and, once ended, through the tenant API as the tenant reads it
+            async with http.get(f"{views}/calls/{call['call_sid']}/transcript") as stored:
+                items = (await stored.json()).get("items") if stored.status == 200 else None
+            if items:
+                break
+            await asyncio.sleep(0.1)
+        assert items and items[0]["role"] == "agent" and "Demo Salon" in items[0]["text"]
+        async with http.get(f"{views}/calls", headers=TUNNELLED) as refused:
+            assert refused.status == 403
         with pytest.raises(aiohttp.WSServerHandshakeError) as again:
             await http.ws_connect(relay)  # the ticket was used
         assert again.value.status == 403
