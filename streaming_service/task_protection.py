@@ -23,6 +23,9 @@ import aiohttp
 log = logging.getLogger("voice_agent.task_protection")
 
 STATE_PATH = "/task-protection/v1/state"
+# What the agent does with the task role's credentials on our behalf: the task role must allow these
+# (infra/components/streaming_task.py; checked against the synthesized template in tests/infra).
+TASK_ROLE_ACTIONS = ("ecs:UpdateTaskProtection", "ecs:GetTaskProtection")
 
 
 @dataclass(frozen=True)

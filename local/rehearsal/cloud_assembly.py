@@ -206,3 +206,16 @@ class Resolver:
         if fn == "Fn::GetAZs":
             return [f"{stack.region}a", f"{stack.region}b"]
         raise RehearsalFault(stack.name, f"the rehearsal cannot resolve {fn}")
+
+
+def role_actions(stack: StackTemplate, role_ref: Any) -> set[str]:
+    """The actions a role's inline policies (AWS::IAM::Policy on `{"Fn::GetAtt": [role, "Arn"]}`) allow."""
+    role_id = role_ref["Fn::GetAtt"][0] if isinstance(role_ref, dict) and "Fn::GetAtt" in role_ref else ""
+    actions: set[str] = set()
+    for _, policy in stack.of_type("AWS::IAM::Policy"):
+        if {"Ref": role_id} in policy["Properties"].get("Roles", []):
+            for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+                if statement.get("Effect") == "Allow":
+                    found = statement["Action"]
+                    actions.update([found] if isinstance(found, str) else found)
+    return actions

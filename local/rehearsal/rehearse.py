@@ -32,6 +32,7 @@ from local.rehearsal.cloud_assembly import (
     RehearsalFault,
     Resolver,
     StackTemplate,
+    role_actions,
     synthesize,
 )
 from local.rehearsal.ecs import EcsAgent, Image, TaskProcess
@@ -151,6 +152,12 @@ class Rehearsal:
     def dynamic_reference(self, reference: str) -> str:
         return self.secrets.field(reference)
 
+    def attach(self, assembly: CloudAssembly) -> Resolver:
+        """Resolve an already synthesized assembly with this rehearsal's names (no secrets needed)."""
+        self.assembly = assembly
+        self.resolver = Resolver(assembly, self.physical_id, self.attribute, self.dynamic_reference)
+        return self.resolver
+
     # --- the run --------------------------------------------------------------------------------
 
     async def run(self) -> RehearsalReport:
@@ -172,7 +179,7 @@ class Rehearsal:
         region = next(iter(self.assembly.stacks.values())).region
         self.secrets = SecretsManager(region)
         self._cleanup.append(self.secrets.stop)
-        self.resolver = Resolver(self.assembly, self.physical_id, self.attribute, self.dynamic_reference)
+        self.attach(self.assembly)
         self.network = Network(self.workdir)
         self.session = aiohttp.ClientSession()
         self._cleanup.append(self.session.close)
@@ -400,17 +407,6 @@ class Rehearsal:
         self._cleanup.append(runner.cleanup)
         self.hop(f"HTTP API https://{self.api_host}: routes {sorted(routes)}")
 
-    def _role_actions(self, stack: StackTemplate, role_ref: Any) -> set[str]:
-        role_id = role_ref["Fn::GetAtt"][0] if isinstance(role_ref, dict) and "Fn::GetAtt" in role_ref else ""
-        actions: set[str] = set()
-        for _, policy in stack.of_type("AWS::IAM::Policy"):
-            if {"Ref": role_id} in policy["Properties"].get("Roles", []):
-                for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
-                    if statement.get("Effect") == "Allow":
-                        found = statement["Action"]
-                        actions.update([found] if isinstance(found, str) else found)
-        return actions
-
     async def _task_and_alb(self) -> str:
         stack, task_id, task = self.assembly.one("AWS::ECS::TaskDefinition")
         props = task["Properties"]
@@ -430,13 +426,13 @@ class Rehearsal:
         if environment.get("PORT") != str(container_port):
             raise RehearsalFault(f"{where}.ContainerDefinitions[app].Environment.PORT",
                                  f"{environment.get('PORT')} but the port mapping is {container_port}")
-        execution_actions = self._role_actions(stack, props.get("ExecutionRoleArn"))
+        execution_actions = role_actions(stack, props.get("ExecutionRoleArn"))
         injected: dict[str, str] = {}
         for secret in app.get("Secrets", []):
             if "secretsmanager:GetSecretValue" not in execution_actions:
                 raise RehearsalFault(f"{where}.ExecutionRoleArn", "cannot read the container's secrets")
             injected[secret["Name"]] = self.secrets.field(str(self.resolver.resolve(stack, secret["ValueFrom"])))
-        task_actions = self._role_actions(stack, props.get("TaskRoleArn"))
+        task_actions = role_actions(stack, props.get("TaskRoleArn"))
         task_arn = f"arn:aws:ecs:{stack.region}:{ACCOUNT_ID}:task/voiceagent/rehearsal"
         self.agent = EcsAgent(task_arn, task_actions)
         agent_port = free_port()
