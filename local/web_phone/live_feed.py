@@ -128,6 +128,13 @@ class TappedAgent(AgentRuntime):
                 live.note(event.kind.value, **{k: str(v)[:500] for k, v in event.data.items()})
             yield event
 
+    # Every hook the runtime has is forwarded explicitly: a default inherited from AgentRuntime would
+    # otherwise hide the wrapped runtime's own (e.g. opening the tenant's MCP session early).
+    async def prepare_call(self, call: CallContext) -> None:
+        prepare = getattr(self.inner, "prepare_call", None)
+        if prepare is not None:
+            await prepare(call)
+
     async def release_call(self, call: CallContext) -> None:
         await self.inner.release_call(call)
 
