@@ -54,6 +54,25 @@ class StreamAdmissionOptions(BaseModel):
     max_pending_per_address: int = 16  # 0: no cap (the address is the ALB's X-Forwarded-For hop behind it)
 
 
+class CapacityOptions(BaseModel):
+    """Vendor budgets of the platform's own accounts (a tenant's own accounts carry theirs in its settings),
+    the Redis leases that share them across tasks, and how a call waits for room. 0 = no limit."""
+
+    deepgram_max_streams: int = 50  # Deepgram pay-as-you-go / Growth: 50 concurrent streams per project
+    elevenlabs_max_concurrent_requests: int = 5  # ElevenLabs Creator: 5 (Free 2 ... Business 15)
+    openai_max_requests_per_minute: int = 0
+    lease_ttl_s: float = 60.0  # a crashed task's slots come back after at most this
+    lease_renew_interval_s: float = 20.0
+    vendor_ceiling_ttl_s: float = 20.0  # after a vendor 429, its account's budget is what we held, this long
+    tts_slot_wait_ms: int = 600  # a sentence waits this long for a TTS slot, then the offline voice says it
+    tts_first_byte_budget_ms: int = 1500  # `system_busy` retries (with jitter) must fit in this
+    fleet_heartbeat_interval_s: float = 5.0
+    fleet_heartbeat_ttl_s: float = 15.0  # a task silent this long is gone (crashed or stopped)
+    stream_retry_attempts: int = 2  # a refused stream is retried this often before the overflow policy
+    hold_music_url: str = "http://com.twilio.sounds.music.s3.amazonaws.com/MARKOVICHAMP-Borghestral.mp3"
+    hold_pause_s: int = 10  # without hold music: silence between "please hold" and the next retry
+
+
 class DrainOptions(BaseModel):
     """SIGTERM behaviour: refuse new streams, let live calls finish."""
 
@@ -147,6 +166,7 @@ class Settings(BaseSettings):
     silence: SilenceOptions = SilenceOptions()
     drain: DrainOptions = DrainOptions()
     stream_admission: StreamAdmissionOptions = StreamAdmissionOptions()
+    capacity: CapacityOptions = CapacityOptions()
     observability: ObservabilityOptions = ObservabilityOptions()
     # OpenTelemetry's own variable: the ADOT collector sidecar (OTLP/HTTP, e.g. http://127.0.0.1:4318).
     # Empty: tracing is off (no collector locally), and nothing is exported.

@@ -16,7 +16,7 @@ import functools
 import os
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlencode
 
@@ -28,6 +28,7 @@ from functions.voice_webhook import call_flow, twiml
 from functions.voice_webhook.call_flow import CallDirectory, StreamConfig
 from functions.voice_webhook.twilio_request import CalledUrl, form_fields, public_base, public_url, signature_valid
 from shared.app_secrets import AppSecrets, load_app_secrets
+from shared.settings import CapacityOptions
 
 SERVICE = "voice_webhook"
 logger = Logger(service=SERVICE)
@@ -44,6 +45,7 @@ class WebhookConfig:
     stream_token_ttl_s: int
     load_secrets: Callable[[], AppSecrets]
     connect_directory: Callable[[], Awaitable[CallDirectory]]
+    capacity: CapacityOptions = field(default_factory=CapacityOptions)
 
 
 def default_config() -> WebhookConfig:
@@ -63,11 +65,12 @@ def default_config() -> WebhookConfig:
         from shared.app_secrets import with_data_secrets
 
         data = with_data_secrets(settings)  # in AWS: credentials from their secrets, not the environment
-        return await TenancyCallDirectory.connect(data.database_dsn(), data.redis_url, data.cache_ttl_s)
+        return await TenancyCallDirectory.connect(data.database_dsn(), data.redis_url, data.cache_ttl_s,
+                                                  capacity=settings.capacity)
 
     return WebhookConfig(public_url=settings.public_url, stream_public_url=settings.stream_public_url,
                          stream_token_ttl_s=settings.stream_token_ttl_s, load_secrets=secrets,
-                         connect_directory=directory)
+                         connect_directory=directory, capacity=settings.capacity)
 
 
 def _called_url(event: dict[str, Any], route_path: str) -> CalledUrl:
@@ -118,29 +121,39 @@ def _routes(app: Resolver, config: Callable[[], WebhookConfig], run: Runner) -> 
         logger.thread_safe_append_keys(call_sid=fields.get("CallSid"))
         return fields, secrets
 
+    def stream_config(route_path: str, secrets: AppSecrets) -> StreamConfig:
+        base = public_base(_called_url(app.current_event.raw_event, route_path), config().public_url)
+        capacity = config().capacity
+        return StreamConfig(
+            stream_url=call_flow.stream_url_for(config().stream_public_url, base),
+            after_stream_url=base + call_flow.AFTER_STREAM_PATH,
+            stream_token_secret=secrets.stream_token_secret,
+            stream_token_ttl_s=config().stream_token_ttl_s,
+            trace_header=os.environ.get("_X_AMZN_TRACE_ID", ""),  # set by Lambda per invocation
+            voice_url=base + "/voice", stream_retry_attempts=capacity.stream_retry_attempts,
+            hold_music_url=capacity.hold_music_url, hold_pause_s=capacity.hold_pause_s)
+
+    def query() -> dict[str, str]:
+        return {k: str(v) for k, v in (app.current_event.query_string_parameters or {}).items()}
+
     @app.post("/voice")
     def voice() -> Response:
         checked = verified("/voice")
         if isinstance(checked, Response):
             return checked
         fields, secrets = checked
-        base = public_base(_called_url(app.current_event.raw_event, "/voice"), config().public_url)
-        stream = StreamConfig(
-            stream_url=call_flow.stream_url_for(config().stream_public_url, base),
-            after_stream_url=base + call_flow.AFTER_STREAM_PATH,
-            stream_token_secret=secrets.stream_token_secret,
-            stream_token_ttl_s=config().stream_token_ttl_s,
-            trace_header=os.environ.get("_X_AMZN_TRACE_ID", ""))  # set by Lambda per invocation
+        stream, params = stream_config("/voice", secrets), query()
         metrics.add_metric(name="IncomingCalls", unit=MetricUnit.Count, value=1)
-        return _xml(run(lambda d: call_flow.incoming_call(d, fields, stream), twiml.apology(None)))
+        return _xml(run(lambda d: call_flow.incoming_call(d, fields, stream, params), twiml.apology(None)))
 
     @app.post("/voice/after-stream")
     def after_stream() -> Response:
         checked = verified("/voice/after-stream")
         if isinstance(checked, Response):
             return checked
-        fields, _ = checked
-        return _xml(run(lambda d: call_flow.after_stream(d, fields), twiml.hangup()))
+        fields, secrets = checked
+        stream, params = stream_config("/voice/after-stream", secrets), query()
+        return _xml(run(lambda d: call_flow.after_stream(d, fields, stream, params), twiml.hangup()))
 
     @app.post("/status")
     def status() -> Response:

@@ -9,6 +9,9 @@ from twilio.twiml.voice_response import Connect, VoiceResponse
 UNKNOWN_NUMBER_TEXT = "Sorry, this number is not in service. Goodbye."
 APOLOGY_TEXT = "Sorry, we are having technical difficulties."
 APOLOGY_TRANSFER_TEXT = "Sorry, we are having technical difficulties. Let me connect you to someone."
+HOLD_TEXT = "All of our lines are busy right now. Please hold, and we will be with you shortly."
+BUSY_TEXT = "Sorry, all of our lines are busy right now. Please call again in a few minutes. Goodbye."
+FORWARD_TEXT = "All of our lines are busy right now. Let me connect you to someone."
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,9 @@ class StreamParameters:
     caller: str
     dialled: str
     trace_header: str = ""
+    # "offline": the caller's vendors are at capacity; the service answers with the offline engines and
+    # says so. "" = the normal engines.
+    capacity_mode: str = ""
 
 
 def connect_stream(stream_url: str, after_stream_url: str, params: StreamParameters) -> str:
@@ -30,7 +36,7 @@ def connect_stream(stream_url: str, after_stream_url: str, params: StreamParamet
     stream = connect.stream(url=stream_url)
     for name, value in (("tenant_id", params.tenant_id), ("stream_token", params.stream_token),
                         ("caller", params.caller), ("dialled", params.dialled),
-                        ("trace_header", params.trace_header)):
+                        ("trace_header", params.trace_header), ("capacity_mode", params.capacity_mode)):
         if value:
             stream.parameter(name=name, value=value)
     response.append(connect)
@@ -53,6 +59,34 @@ def apology(fallback_number: str | None) -> str:
     else:
         response.say(APOLOGY_TEXT)
         response.hangup()
+    return str(response)
+
+
+def hold(redirect_url: str, *, first: bool, music_url: str, pause_s: int) -> str:
+    """Hold audio, then back to the webhook (`redirect_url`) to try for room again."""
+    response = VoiceResponse()
+    if first:
+        response.say(HOLD_TEXT)
+    if music_url:
+        response.play(music_url)
+    else:
+        response.pause(length=max(1, pause_s))
+    response.redirect(redirect_url, method="POST")
+    return str(response)
+
+
+def busy() -> str:
+    """No room and nobody to forward to: an apology, then hang up (never a silent line or an error)."""
+    response = VoiceResponse()
+    response.say(BUSY_TEXT)
+    response.hangup()
+    return str(response)
+
+
+def forward(number: str) -> str:
+    response = VoiceResponse()
+    response.say(FORWARD_TEXT)
+    response.dial(number)
     return str(response)
 
 

@@ -135,7 +135,20 @@ class TenantAdmin:
         return key
 
 
+INT_SETTINGS_FIELDS = frozenset({"appointment_minutes", "overflow_hold_s", "deepgram_max_streams",
+                                 "elevenlabs_max_concurrent_requests", "openai_max_requests_per_minute"})
+
+
 def _validate_settings(changes: dict[str, Any]) -> None:
+    for name in INT_SETTINGS_FIELDS & set(changes):
+        if isinstance(changes[name], str):  # from the CLI's name=value
+            try:
+                changes[name] = int(changes[name])
+            except ValueError:
+                raise AdminError(f"{name} must be a whole number") from None
+    policy = changes.get("overflow_policy")
+    if policy is not None and policy not in ("hold", "offline", "forward", "busy"):
+        raise AdminError("overflow_policy must be one of hold, offline, forward, busy")
     for name in JSON_SETTINGS_FIELDS & set(changes):
         expected = list if name in ("toolbox", "services") else dict
         if not isinstance(changes[name], expected):

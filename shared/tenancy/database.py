@@ -99,6 +99,12 @@ class TenantDatabase:
     async def tenant_profile(self, tenant_id: UUID) -> TenantProfile | None:
         return self._remember(await self.pool.fetchval("SELECT public.tenant_profile_json($1)", tenant_id))
 
+    async def tenant_vendor_ciphertexts(self, tenant_id: UUID) -> dict[str, str]:
+        """The tenant's own vendor keys, still encrypted (shared/tenancy/vendor_secrets.py decrypts)."""
+        value: dict[str, str] | None = await self.pool.fetchval(
+            "SELECT public.tenant_vendor_ciphertexts($1)", tenant_id)
+        return dict(value or {})
+
     async def tenant_for_api_key_hash(self, key_hash: str) -> UUID | None:
         value: UUID | None = await self.pool.fetchval("SELECT public.api_key_tenant($1)", key_hash)
         return value

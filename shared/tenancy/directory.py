@@ -45,6 +45,18 @@ class TenantDirectory:
             await self.cache.set_json(self._profile_key(tenant_id), profile.to_json())
         return profile
 
+    def _vendors_key(self, tenant_id: UUID) -> str:
+        return self.cache.tenant_key(tenant_id, "own_vendors")
+
+    async def own_vendors(self, tenant_id: UUID) -> frozenset[str]:
+        """Which vendors the tenant brought its own key for (names only: keys are never cached)."""
+        cached = await self.cache.get_json(self._vendors_key(tenant_id))
+        if cached is not None:
+            return frozenset(cached)
+        names = sorted(await self.db.tenant_vendor_ciphertexts(tenant_id))
+        await self.cache.set_json(self._vendors_key(tenant_id), names)
+        return frozenset(names)
+
     def _tool_list_key(self, tenant_id: UUID) -> str:
         # The streaming service's cached MCP tool list (streaming_service/agents/tenant_tools.py): it is
         # built from the toolbox in the profile, so it goes with it.
@@ -52,7 +64,7 @@ class TenantDirectory:
 
     async def invalidate_tenant(self, tenant_id: UUID, numbers: Iterable[str]) -> bool:
         return await self.cache.delete(self._profile_key(tenant_id), self._tool_list_key(tenant_id),
-                                       *(self._number_key(n) for n in numbers))
+                                       self._vendors_key(tenant_id), *(self._number_key(n) for n in numbers))
 
     async def invalidate_number(self, e164: str) -> bool:
         return await self.cache.delete(self._number_key(e164))

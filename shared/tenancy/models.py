@@ -9,6 +9,7 @@ from typing import Any, Literal
 from uuid import UUID
 
 OutcomeAction = Literal["continue", "hangup", "transfer"]
+OverflowPolicy = Literal["hold", "offline", "forward", "busy"]
 TurnRole = Literal["caller", "agent", "system", "tool"]
 
 
@@ -36,6 +37,18 @@ class TenantSettings:
     business_hours: dict[str, Any] = field(default_factory=dict)
     services: list[str] = field(default_factory=list)  # e.g. ["haircut", "colouring"]
     appointment_minutes: int = 30
+    # When its vendor budget or the task fleet is full: hold (music, retried for overflow_hold_s), offline
+    # (the offline engines, said honestly), forward (dial fallback_transfer_number), busy (apologise, hang up).
+    overflow_policy: OverflowPolicy = "offline"
+    overflow_hold_s: int = 60
+    # The tenant's own vendor accounts (keys live encrypted elsewhere, shared/tenancy/vendor_secrets.py):
+    # models, and the budgets of those accounts' plans. None: the platform's.
+    stt_model: str | None = None  # e.g. "nova-3", or "flux-general-en" (Deepgram Flux, /v2/listen)
+    tts_model: str | None = None
+    llm_model: str | None = None
+    deepgram_max_streams: int | None = None
+    elevenlabs_max_concurrent_requests: int | None = None
+    openai_max_requests_per_minute: int | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TenantSettings:
