@@ -44,6 +44,10 @@ class SilenceOptions(BaseModel):
     # The agent is still thinking after this long: say a short line so the caller never hears dead air.
     thinking_filler_after_s: float = 1.5
     thinking_filler_text: str = "One moment, please."
+    # A tool call or handoff starts before any word of the answer: this line (or the tenant's
+    # `acknowledgement` setting) is said at once, from the phrase cache, unless the answer comes first.
+    tool_acknowledgement_text: str = "Sure, one moment."
+    tool_acknowledgement_after_ms: int = 100
     goodbye_text: str = "I haven't heard anything, so I'll end the call now. Goodbye!"
 
 

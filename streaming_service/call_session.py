@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -55,6 +55,18 @@ APOLOGY_AGENT = "Sorry, I'm having a little trouble right now. Could you say tha
 APOLOGY_HEARING = "Sorry, I'm having trouble hearing you. Please bear with me."
 _DTMF_PAUSE_S = 1.5
 _END_WAIT_EXTRA_S = 3.0
+
+
+_STOP_TOOLS = frozenset({"end_call", "transfer_to_human"})  # they say their own line, at once
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """One piece of a reply for the speaker."""
+
+    text: str
+    said_index: int | None  # its place in the reply's text (for stitching); None: not the reply's words
+    phrase: bool = False  # a fixed line (acknowledgement, filler): cached audio when there is some
 
 
 class Transport(Protocol):
@@ -113,9 +125,13 @@ class CallSession:
         self._closed = False
         self._hold_since: float | None = None  # a suspected interruption: clear sent, reply held
         self._hold_task: asyncio.Task[None] | None = None
+        self._unheld = asyncio.Event()  # cleared while held: no new sentence is sent to the voice then
+        self._unheld.set()
         self._resuming = False  # the held reply is being sent again: the clear is behind us
         self._utterance_over_agent = False  # the caller's current utterance began over agent audio
         self.false_interruptions = 0  # holds that ended in a resume
+        self._recording: asyncio.Future[None] | None = None
+        self._unrecorded: list[Callable[[], None]] | None = []  # recorder calls waiting for call_started
         self.backchannels = 0
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -123,12 +139,50 @@ class CallSession:
     async def start(self) -> None:
         bind_call(self.call.call_sid, self.call.tenant_id)
         self.telemetry.call_started()  # before any task is spawned: they all inherit the call's trace
-        await self.recorder.call_started(self.call)
+        # The greeting waits for nothing: the call's record is written meanwhile (what is said before
+        # it exists is handed over once it does), and the agent warms up (e.g. its MCP session).
+        self._recording = asyncio.ensure_future(self._start_recording())
         self._spawn(self._open_listener())
         self._spawn(self._watch_silence())
         greeting = str(self.call.tenant_settings.get("greeting") or self.settings.default_greeting)
-        self._start_reply(self._speak_fixed(greeting), TurnMetrics(turn=0))
+        self._start_reply(self._greet(greeting), TurnMetrics(turn=0))
         self.state = "speaking"
+        self._spawn(self._prepare_agent())
+
+    async def _greet(self, greeting: str) -> None:
+        await self._speak_fixed(greeting)
+        await self._prewarm_phrases()
+
+    async def _start_recording(self) -> None:
+        try:
+            await self.recorder.call_started(self.call)
+        except Exception as exc:
+            log.warning("call start not recorded", extra={"error": type(exc).__name__})
+        waiting, self._unrecorded = self._unrecorded or [], None
+        for record in waiting:
+            record()
+
+    async def _prepare_agent(self) -> None:
+        try:
+            await self.engines.agent.prepare_call(self.call)
+        except Exception as exc:  # the first turn tries again
+            log.warning("agent not prepared", extra={"error": type(exc).__name__})
+
+    async def _prewarm_phrases(self) -> None:
+        """Once the greeting is out, synthesise the lines a turn may need at once (acknowledgement,
+        filler) into the phrase cache, so they never wait on the voice."""
+        silence = self.settings.silence
+        ack = str(self.call.tenant_settings.get("acknowledgement") or silence.tool_acknowledgement_text)
+        voice = self._voice()
+        try:
+            for text in (ack, silence.thinking_filler_text):
+                if self.phrases.get(self.engines.tts.name, voice, text) is None:
+                    with self.telemetry.span("tts", engine=self.engines.tts.name, chars=len(text)):
+                        audio = b"".join([chunk async for chunk in self.engines.tts.synthesize(text, voice)])
+                    if audio:
+                        self.phrases.put(self.engines.tts.name, voice, text, audio)
+        except Exception as exc:  # said live instead, when needed
+            log.warning("phrases not prewarmed", extra={"error": type(exc).__name__})
 
     async def close(self, reason: str) -> None:
         """Stop everything; safe to call more than once and from any task."""
@@ -137,6 +191,9 @@ class CallSession:
         self._closed = True
         self.state = "ended"
         await self._cancel_reply()
+        if self._recording is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._recording), timeout=5.0)
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -290,7 +347,7 @@ class CallSession:
                 summary = metrics.log()
                 if caller_turn:
                     self.turns.append(summary)
-                    self.recorder.turn_measured(self.call, summary)
+                    self._to_recorder(lambda: self.recorder.turn_measured(self.call, summary))
                 self.telemetry.reply_finished(span, summary, caller_turn)
                 self._save_history()
         if self.call.ending and not self._closed:
@@ -300,12 +357,26 @@ class CallSession:
             self._quiet_since = time.monotonic()
 
     async def _respond(self, user_text: str, metrics: TurnMetrics) -> None:
-        sentences: asyncio.Queue[str | None] = asyncio.Queue()
+        pieces: asyncio.Queue[_Piece | None] = asyncio.Queue()
         said: list[str] = []  # everything queued for speech, in order
+        silence = self.settings.silence
+        acknowledging: list[asyncio.Task[None]] = []
 
-        def say(sentence: str) -> None:
-            said.append(sentence)
-            sentences.put_nowait(sentence)
+        def say(text: str, phrase: bool = False) -> None:
+            said.append(text)
+            pieces.put_nowait(_Piece(text, len(said) - 1, phrase))
+
+        async def acknowledge_soon() -> None:
+            # A tool or handoff started before any word: a short line at once (cached audio), unless the
+            # answer itself is about to arrive (an offline policy answers in milliseconds).
+            await asyncio.sleep(silence.tool_acknowledgement_after_ms / 1000)
+            if not said:
+                say(str(self.call.tenant_settings.get("acknowledgement") or silence.tool_acknowledgement_text),
+                    phrase=True)
+
+        def on_tool_started(event_name: str) -> None:
+            if not said and not acknowledging and event_name not in _STOP_TOOLS:
+                acknowledging.append(group.create_task(acknowledge_soon()))
 
         async def think() -> None:
             chunker = SentenceChunker()
@@ -318,8 +389,10 @@ class CallSession:
                             for sentence in chunker.push(event.text):
                                 say(sentence)
                         elif event.kind is not AgentEventKind.TEXT_DELTA:
-                            log.info("agent event", extra={"kind": event.kind.value, "data": event.data})
-                            self.telemetry.tool_event(event)
+                            on_tool_started(str(event.data.get("name") or event.data.get("to") or ""))
+                            if event.kind is not AgentEventKind.TOOL_STARTED:
+                                log.info("agent event", extra={"kind": event.kind.value, "data": event.data})
+                                self.telemetry.tool_event(event)
                 for sentence in chunker.flush():
                     say(sentence)
                 self._reply_committed = True
@@ -334,19 +407,27 @@ class CallSession:
                 self._reply_committed = True
             finally:
                 filler.cancel()
-                sentences.put_nowait(None)
+                for task in acknowledging:
+                    task.cancel()
+                pieces.put_nowait(None)
 
         async def fill_silence() -> None:
             # A slow first word (a slow model, a slow tool) is covered by a short line: never dead air.
-            await asyncio.sleep(self.settings.silence.thinking_filler_after_s)
+            await asyncio.sleep(silence.thinking_filler_after_s)
             if not said:
-                text = self.settings.silence.thinking_filler_text
-                sentences.put_nowait(text)
-                self._record("agent", text)
+                pieces.put_nowait(_Piece(silence.thinking_filler_text, None, phrase=True))
+                self._record("agent", silence.thinking_filler_text)
 
         async def speak() -> None:
-            while (sentence := await sentences.get()) is not None:
-                await self._speak_sentence(sentence, metrics)
+            while (piece := await pieces.get()) is not None:
+                # Stitching: the reply's text so far and the next piece, when it is already known.
+                index = piece.said_index
+                previous = " ".join(said[:index]) if index is not None else ""
+                following = said[index + 1] if index is not None and index + 1 < len(said) else ""
+                cached = self.phrases.get(self.engines.tts.name, self._voice(), piece.text) if piece.phrase else None
+                await self._speak_sentence(piece.text, metrics, source=_single(cached) if cached else None,
+                                           cache_as=piece.text if piece.phrase and not cached else None,
+                                           previous_text=previous, next_text=following)
 
         async with asyncio.TaskGroup() as group:
             filler = group.create_task(fill_silence())
@@ -368,11 +449,13 @@ class CallSession:
             self.call.end_call("ended after an unrecoverable problem")
 
     async def _speak_sentence(self, text: str, metrics: TurnMetrics, source: AsyncIterator[bytes] | None = None,
-                              cache_as: str | None = None) -> None:
+                              cache_as: str | None = None, previous_text: str = "", next_text: str = "") -> None:
+        await self._unheld.wait()  # a held reply may yet be abandoned: voice no more of it until resumed
         sentence = self.playback.begin_sentence(text)
         frames = FrameAssembler()
         metrics.mark_tts_start(time.monotonic())
-        audio = source if source is not None else self.engines.tts.synthesize(text, self._voice())
+        audio = source if source is not None else self.engines.tts.synthesize(
+            text, self._voice(), previous_text=previous_text, next_text=next_text)
         collected: list[bytes] = []
         try:
             with self.telemetry.span("tts", engine="cache" if source is not None else self.engines.tts.name,
@@ -436,6 +519,7 @@ class CallSession:
             return
         now = time.monotonic()
         self._hold_since = now  # before the first await: no frame may follow the clear
+        self._unheld.clear()
         self.playback.pause(now)
         await self._send(wire.clear_message(self.call.stream_sid))
         self.clears_sent += 1
@@ -473,6 +557,7 @@ class CallSession:
                              or (s.complete and not s.mark_sent)), None)
             if sentence is None:
                 self._hold_since = None  # no await since the check: the speaker takes over seamlessly
+                self._unheld.set()
                 break
             if sentence.sent_bytes < len(sentence.audio):
                 frame = bytes(sentence.audio[sentence.sent_bytes : sentence.sent_bytes + FRAME_BYTES])
@@ -485,6 +570,7 @@ class CallSession:
     def _end_hold(self) -> None:
         self._stop_hold_task()
         self._hold_since = None
+        self._unheld.set()
 
     def _stop_hold_task(self) -> None:
         task, self._hold_task = self._hold_task, None
@@ -502,6 +588,7 @@ class CallSession:
         self._stop_hold_task()
         await self._cancel_reply()  # producers first, so nothing new is queued behind the clear
         self._hold_since = None
+        self._unheld.set()
         if held:
             spoken, heard = self.playback.give_up()  # the clear went out when the sound began
         else:
@@ -608,7 +695,13 @@ class CallSession:
         entry = {"role": role, "text": text, "at": datetime.now(UTC).isoformat(),
                  "interrupted": interrupted, "heard": heard if interrupted else text}
         self.transcript.append(entry)
-        self.recorder.transcript_turn(self.call, entry)
+        self._to_recorder(lambda: self.recorder.transcript_turn(self.call, entry))
+
+    def _to_recorder(self, record: Callable[[], None]) -> None:
+        if self._unrecorded is not None:
+            self._unrecorded.append(record)  # the call's record is still being created
+        else:
+            record()
 
     def snapshot(self) -> dict[str, Any]:
         return {

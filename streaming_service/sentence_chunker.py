@@ -1,7 +1,9 @@
 """Cut an agent's streamed text into speakable pieces, each as soon as it is complete.
 
-The first sentence decides time to first audio, so a long opening clause is also cut at a comma once
-it is long enough. Abbreviations ("Dr.", "e.g.") and decimals ("3.5") do not end a sentence.
+The first piece decides time to first audio, so it goes at the reply's first natural break (a comma,
+semicolon, colon or dash) once it holds `first_clause_min_chars`; later pieces go at sentence ends, so
+each keeps its prosody (a clause is cut only from a sentence past `min_clause_chars`). Abbreviations
+("Dr.", "e.g.") and decimals ("3.5") do not end a sentence.
 """
 
 from __future__ import annotations
@@ -10,14 +12,16 @@ import re
 
 _ABBREVIATIONS = frozenset({"mr", "mrs", "ms", "dr", "st", "vs", "etc", "e.g", "i.e", "jr", "sr", "no", "approx"})
 _SENTENCE_END = re.compile(r"[.!?]+[\"')\]]*\s")
-_CLAUSE_END = re.compile(r"[,;:]\s")
+_CLAUSE_END = re.compile(r"[,;:]\s|\s[-\u2013\u2014]+\s")
 
 
 class SentenceChunker:
-    def __init__(self, min_clause_chars: int = 60, max_chars: int = 240) -> None:
+    def __init__(self, first_clause_min_chars: int = 20, min_clause_chars: int = 120, max_chars: int = 240) -> None:
         self._buffer = ""
+        self._first_clause_min_chars = first_clause_min_chars
         self._min_clause_chars = min_clause_chars
         self._max_chars = max_chars
+        self._pieces = 0
 
     def push(self, delta: str) -> list[str]:
         """Add streamed text; return the pieces that are now complete."""
@@ -26,6 +30,7 @@ class SentenceChunker:
         while (piece := self._next_piece()) is not None:
             if piece:
                 pieces.append(piece)
+                self._pieces += 1
         return pieces
 
     def flush(self) -> list[str]:
@@ -37,8 +42,10 @@ class SentenceChunker:
         for match in _SENTENCE_END.finditer(self._buffer):
             if not self._is_false_end(match.start()):
                 return self._take(match.end())
-        if len(self._buffer) >= self._min_clause_chars:
-            clauses = [m for m in _CLAUSE_END.finditer(self._buffer) if m.end() >= self._min_clause_chars // 2]
+        first = self._pieces == 0
+        if first or len(self._buffer) >= self._min_clause_chars:
+            at_least = self._first_clause_min_chars if first else self._min_clause_chars // 2
+            clauses = [m for m in _CLAUSE_END.finditer(self._buffer) if m.start() >= at_least]
             if clauses:
                 return self._take(clauses[0].end())
         if len(self._buffer) >= self._max_chars:

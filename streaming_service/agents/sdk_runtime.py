@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -18,10 +19,10 @@ from typing import Any, cast
 
 from agents import Model, RunConfig, Runner, StreamEvent, TResponseInputItem
 from agents.items import HandoffOutputItem, ToolCallItem, ToolCallOutputItem
-from openai.types.responses import ResponseTextDeltaEvent
+from openai.types.responses import ResponseOutputItemAddedEvent, ResponseTextDeltaEvent
 
 from streaming_service.agents.booking_store import BookingStore
-from streaming_service.agents.definitions import ENTRY_AGENT, build_agents
+from streaming_service.agents.definitions import ENTRY_AGENT, STOP_TOOLS, build_agents
 from streaming_service.agents.history_budget import trim_history
 from streaming_service.agents.tenant_tools import TenantToolServers
 from streaming_service.agents.turn_context import AgentTurnContext
@@ -71,15 +72,25 @@ class AgentsSdkRuntime(AgentRuntime):
         events = cast(AsyncGenerator[StreamEvent, None], result.stream_events())
         tool_names: dict[str, str] = {}
         finished = False
+        last_line = ""  # a stop tool's own last line: the run ended on it, with no model call after
         try:
             while True:
                 event = await self._next_event(events)
                 if event is None:
                     break
                 translated = _translate(event, tool_names)
-                if translated is not None:
-                    yield translated
+                if translated is None:
+                    continue
+                if translated.kind is AgentEventKind.TOOL_RESULT and translated.data["name"] in STOP_TOOLS:
+                    last_line = _say_of(translated.data["output"])
+                elif translated.kind is AgentEventKind.TEXT_DELTA:
+                    last_line = ""
+                yield translated
+            if last_line:
+                yield AgentEvent(AgentEventKind.TEXT_DELTA, last_line)
             conversation.replace(cast(list[dict[str, Any]], result.to_input_list()))
+            if last_line:
+                conversation.add_assistant(last_line)
             call.current_agent = result.last_agent.name
             finished = True
         finally:
@@ -102,6 +113,11 @@ class AgentsSdkRuntime(AgentRuntime):
         except Exception as exc:  # APIError, ModelBehaviorError, a cut stream, MaxTurnsExceeded...
             raise EngineError(self.vendor, f"{type(exc).__name__}: {exc}") from exc
 
+    async def prepare_call(self, call: CallContext) -> None:
+        """Open the call's MCP session while the greeting plays (outside any turn's deadline)."""
+        if self.tenant_tools is not None:
+            await self.tenant_tools.servers_for(call)
+
     async def release_call(self, call: CallContext) -> None:
         """Free what this call holds (its MCP session). Call once when the call ends."""
         if self.tenant_tools is not None:
@@ -112,10 +128,22 @@ class AgentsSdkRuntime(AgentRuntime):
             await self.tenant_tools.aclose()
 
 
+def _say_of(output: str) -> str:
+    try:
+        said = json.loads(output).get("say")
+    except (ValueError, AttributeError):
+        return ""
+    return str(said or "")
+
+
 def _translate(event: StreamEvent, tool_names: dict[str, str]) -> AgentEvent | None:
     if event.type == "raw_response_event":
         if isinstance(event.data, ResponseTextDeltaEvent) and event.data.delta:
             return AgentEvent(AgentEventKind.TEXT_DELTA, event.data.delta)
+        if isinstance(event.data, ResponseOutputItemAddedEvent) and event.data.item.type == "function_call":
+            # The model has named a tool (or handoff) and is still writing its arguments: the earliest
+            # moment to acknowledge the caller.
+            return AgentEvent(AgentEventKind.TOOL_STARTED, data={"name": event.data.item.name})
         return None
     if event.type != "run_item_stream_event":
         return None

@@ -96,6 +96,7 @@ class TenantToolServers:
         self._connect_timeout_s = connect_timeout_s
         self._retry_after_s = retry_after_s
         self._servers: dict[str, tuple[MCPServer, asyncio.Event, asyncio.Future[None]]] = {}
+        self._opening: dict[str, asyncio.Lock] = {}  # one connect per call (call start and a turn may race)
         self._down_until: dict[str, float] = {}  # call SID → monotonic time of the next attempt
 
     @property
@@ -106,6 +107,11 @@ class TenantToolServers:
         """This call's connected tenant server, or [] (proxy off, down, or refused)."""
         if not self.enabled:
             return []
+        lock = self._opening.setdefault(call.call_sid, asyncio.Lock())
+        async with lock:
+            return await self._open(call)
+
+    async def _open(self, call: CallContext) -> list[MCPServer]:
         entry = self._servers.get(call.call_sid)
         if entry is not None:
             return [entry[0]]
@@ -138,6 +144,7 @@ class TenantToolServers:
     async def release(self, call_sid: str) -> None:
         """End the call's MCP session (call at hang-up)."""
         self._down_until.pop(call_sid, None)
+        self._opening.pop(call_sid, None)
         entry = self._servers.pop(call_sid, None)
         if entry is not None:
             _, stop, holder = entry

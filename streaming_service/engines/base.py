@@ -67,8 +67,12 @@ class TextToSpeech(abc.ABC):
     name: str = "tts"
 
     @abc.abstractmethod
-    def synthesize(self, text: str, voice_id: str | None = None) -> AsyncIterator[bytes]:
+    def synthesize(self, text: str, voice_id: str | None = None, *, previous_text: str = "",
+                   next_text: str = "") -> AsyncIterator[bytes]:
         """mu-law 8 kHz chunks (any size) for `text`, as soon as they exist.
+
+        `previous_text` / `next_text` are the reply's neighbouring text, so a voice that can stitch
+        requests keeps one prosody across pieces (ElevenLabs); others ignore them.
 
         Cancellation is the caller's: cancel the consuming task (or `aclose()` the iterator) and the
         implementation stops its request. Raises EngineError on vendor failure.
@@ -79,6 +83,7 @@ class TextToSpeech(abc.ABC):
 
 class AgentEventKind(Enum):
     TEXT_DELTA = "text_delta"
+    TOOL_STARTED = "tool_started"  # the model began a tool or handoff call (its name only, arguments to come)
     TOOL_CALL = "tool_call"
     TOOL_RESULT = "tool_result"
     HANDOFF = "handoff"
@@ -180,6 +185,11 @@ class AgentRuntime(abc.ABC):
         Tools act on `call` (e.g. `call.end_call()`). Cancelling the consuming task cancels the run.
         Raises EngineError on vendor failure.
         """
+
+    async def prepare_call(self, call: CallContext) -> None:
+        """The call has started (the greeting is playing): open what its turns will need, e.g. the
+        tenant's MCP session, so the first turn does not pay for it. Failures are the first turn's."""
+        return None
 
     async def release_call(self, call: CallContext) -> None:
         """The call is over: release what the runtime holds for it (e.g. an MCP session)."""

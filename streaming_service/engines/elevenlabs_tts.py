@@ -1,7 +1,9 @@
 """ElevenLabs text to speech over HTTP streaming (`elevenlabs` SDK), mu-law 8 kHz straight for Twilio.
 
-Each sentence is one `POST /v1/text-to-speech/{voice}/stream?output_format=ulaw_8000` request; the
-SDK does not retry streaming calls, so a failure surfaces at once and the session decides what to do.
+Each sentence is one `POST /v1/text-to-speech/{voice}/stream?output_format=ulaw_8000` request,
+stitched to its neighbours with `previous_text` / `next_text` so the pieces of one reply keep one
+prosody. The SDK does not retry streaming calls, so a failure surfaces at once and the session decides
+what to do. Pooled connections are kept alive well past a caller's turn, so no turn pays a handshake.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ VENDOR = "elevenlabs"
 # A stalled stream must not hold a caller in silence: bound each read, not the whole sentence.
 READ_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 5.0
+KEEPALIVE_S = 120.0  # httpx's default (5 s) is shorter than a caller's turn
+STITCH_CHARS = 300  # of neighbouring text sent for prosody
 STREAMING_LATENCY = 3  # max latency optimisations, text normaliser still on (4 mangles numbers)
 
 
@@ -34,22 +38,31 @@ class ElevenLabsTextToSpeech(TextToSpeech):
         self._model = settings.elevenlabs_model
         self._default_voice = settings.elevenlabs_voice_id
         # One pooled HTTP client per engine: the TLS handshake is paid once per process, not per sentence.
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S))
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
+                                       limits=httpx.Limits(max_keepalive_connections=200,
+                                                           keepalive_expiry=KEEPALIVE_S))
         self._client = AsyncElevenLabs(
             api_key=key.get_secret_value() if key else None,
             base_url=settings.elevenlabs_base_url,
             httpx_client=self._http,
         )
 
-    async def synthesize(self, text: str, voice_id: str | None = None) -> AsyncIterator[bytes]:
+    async def synthesize(self, text: str, voice_id: str | None = None, *, previous_text: str = "",
+                         next_text: str = "") -> AsyncIterator[bytes]:
         if not text.strip():
             return
+        stitching: dict[str, str] = {}
+        if previous_text.strip():
+            stitching["previous_text"] = previous_text.strip()[-STITCH_CHARS:]
+        if next_text.strip():
+            stitching["next_text"] = next_text.strip()[:STITCH_CHARS]
         stream = self._client.text_to_speech.stream(
             voice_id=voice_id or self._default_voice,
             text=text,
             model_id=self._model,
             output_format="ulaw_8000",
             optimize_streaming_latency=STREAMING_LATENCY,
+            **stitching,
         )
         try:
             async for chunk in stream:

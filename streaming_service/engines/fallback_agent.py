@@ -79,6 +79,9 @@ class FallbackAgentRuntime(AgentRuntime):
         async for event in events:
             yield event
 
+    async def prepare_call(self, call: CallContext) -> None:
+        await self.primary.prepare_call(call)  # both share the call's MCP session
+
     async def release_call(self, call: CallContext) -> None:
         self._offline_calls.discard(call.call_sid)
         for runtime in (self.primary, self.offline):

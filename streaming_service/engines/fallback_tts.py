@@ -18,10 +18,12 @@ class FallbackTextToSpeech(TextToSpeech):
         self.name = primary.name
         self.fallbacks = 0
 
-    async def synthesize(self, text: str, voice_id: str | None = None) -> AsyncIterator[bytes]:
+    async def synthesize(self, text: str, voice_id: str | None = None, *, previous_text: str = "",
+                         next_text: str = "") -> AsyncIterator[bytes]:
         sent = 0
         try:
-            async for chunk in self.primary.synthesize(text, voice_id):
+            async for chunk in self.primary.synthesize(text, voice_id, previous_text=previous_text,
+                                                       next_text=next_text):
                 sent += len(chunk)
                 yield chunk
             return

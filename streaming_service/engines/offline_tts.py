@@ -136,7 +136,8 @@ class OfflineTextToSpeech(TextToSpeech):
             async for _ in self.synthesize(text, voice_id):
                 pass
 
-    async def synthesize(self, text: str, voice_id: str | None = None) -> AsyncGenerator[bytes, None]:
+    async def synthesize(self, text: str, voice_id: str | None = None, *, previous_text: str = "",
+                         next_text: str = "") -> AsyncGenerator[bytes, None]:
         # voice_id may be a vendor's id when we are the fallback; only espeak voice names apply.
         voice = voice_id if voice_id and not _looks_like_vendor_id(voice_id) else self.voice
         key = (text.strip(), voice)

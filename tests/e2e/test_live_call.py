@@ -129,7 +129,7 @@ async def test_silence_reprompts_then_says_goodbye_and_hangs_up(stack_factory):
 
 
 async def test_agent_end_call_tool_ends_after_goodbye(stack):
-    stack.openai.script(ToolCall("end_call", {}), "Thanks for calling, goodbye!")
+    stack.openai.script(ToolCall("end_call", {}))  # the tool says the goodbye: no model call after it
     async with stack.call() as caller:
         await caller.wait_for_agent(since=0)
         session = stack.session(caller)
@@ -137,5 +137,6 @@ async def test_agent_end_call_tool_ends_after_goodbye(stack):
         await asyncio.wait_for(caller.closed.wait(), timeout=15)
     assert session.call.outcome.action == "hangup"
     assert caller.close_code == 1000
-    assert session.transcript[-1]["text"] == "Thanks for calling, goodbye!"
+    assert session.transcript[-1]["text"] == "Thanks for calling. Goodbye!"
+    assert user_messages(stack.openai) == ["That is all goodbye"]
     assert stack.state.recorder.outcomes[caller.call_sid]["action"] == "hangup"

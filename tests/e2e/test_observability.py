@@ -86,7 +86,7 @@ async def scripted_call(observed: ObservedStack) -> Any:
         session = stack.session(caller)
         spoken_at = await caller.say(marked_speech("I would like to book a haircut"))
         await caller.wait_for_agent(since=spoken_at)
-        stack.openai.script(ToolCall("end_call", {}), "Thanks for calling, goodbye!")
+        stack.openai.script(ToolCall("end_call", {}))
         await caller.say(marked_speech("That is all goodbye"))
         await asyncio.wait_for(caller.closed.wait(), timeout=15)
     await observed.flushed()

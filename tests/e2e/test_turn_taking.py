@@ -8,6 +8,7 @@ import time
 
 from tests.e2e.conftest import user_messages, wait_until
 from tests.e2e.heard_audio import compare, expected_frames, played_frames
+from tests.fakes.openai_server import ToolCall
 from tests.fakes.speech_marker import marked_speech, sound_without_words
 
 ANSWER = ("We offer haircuts, colouring and beard trims. Our stylists work six days a week, "
@@ -85,3 +86,17 @@ async def test_a_real_interruption_clears_and_is_answered(stack):
     heard = assistant[1]
     assert heard and ANSWER.startswith(heard) and len(heard) < len(ANSWER)  # only what was heard
     assert session.conversation.last_assistant_text() == "Sure, a haircut it is. What day suits you?"
+
+
+async def test_a_tool_turn_says_an_acknowledgement_first(stack):
+    stack.openai.first_token_delay_s = 0.3  # each model call takes a while: routing, the tool, the answer
+    answer = "We are open nine to five on weekdays."
+    stack.openai.script(ToolCall("transfer_to_general"), ToolCall("business_info", {"question": "hours"}), answer)
+    async with stack.call() as caller:
+        _, recording_from, _ = await _ask_and_wait_for_audio(stack, caller, "When are you open")
+        await caller.wait_for_agent(since=time.monotonic(), quiet_s=1.0)
+        session = stack.session(caller)
+    ack = stack.settings.silence.tool_acknowledgement_text
+    assert session.transcript[-1]["text"] == f"{ack} {answer}"
+    heard = played_frames(caller.recording.agent[recording_from:])
+    assert heard == expected_frames([ack, answer])  # the acknowledgement first, then the answer, both whole

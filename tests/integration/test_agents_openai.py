@@ -211,16 +211,17 @@ async def test_general_question_answered_from_tenant_settings(
 async def test_transfer_is_recorded_with_the_tenant_number(
         fake: FakeOpenAI, runtime: OpenAIAgentRuntime, tenant: TenantProfile) -> None:
     call = new_call(tenant)
-    fake.script(ToolCall("transfer_to_human"), "Connecting you now.")
+    fake.script(ToolCall("transfer_to_human"))
     await turn(runtime, call, Conversation(), "Can I talk to a person?")
     assert (call.outcome.action, call.outcome.transfer_to) == ("transfer", "+15550009999")
 
 
 async def test_end_call_hangs_up(fake: FakeOpenAI, runtime: OpenAIAgentRuntime, tenant: TenantProfile) -> None:
     call = new_call(tenant, "booking")
-    fake.script(ToolCall("end_call"), "Goodbye!")
+    fake.script(ToolCall("end_call"))
     events = await turn(runtime, call, Conversation(), "That's all, bye")
-    assert call.outcome.action == "hangup" and spoken(events) == "Goodbye!"
+    assert call.outcome.action == "hangup" and spoken(events) == "Thanks for calling. Goodbye!"
+    assert len(fake.requests) == 1
 
 
 async def test_openai_failing_mid_call_falls_back_and_the_booking_completes(

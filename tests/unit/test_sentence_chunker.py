@@ -34,3 +34,17 @@ def test_very_long_text_without_punctuation_is_cut_at_a_space():
 
 def test_whitespace_only_yields_nothing():
     assert stream("   ") == []
+
+
+def test_first_piece_goes_at_the_first_natural_break_after_twenty_characters():
+    text = ("We offer general checkups and cleanings, fillings, crowns and bridges, and whitening. "
+            "Later sentences stay whole, even with commas, like this one.")
+    out = stream(text)
+    assert out[0] == "We offer general checkups and cleanings,"
+    assert out[1:] == ["fillings, crowns and bridges, and whitening.",
+                       "Later sentences stay whole, even with commas, like this one."]
+
+
+def test_a_short_opening_comma_and_a_dash_break():
+    assert stream("Sure, we have a slot on Tuesday morning - shall I book it?")[0] == \
+        "Sure, we have a slot on Tuesday morning -"
