@@ -12,8 +12,10 @@ resolved again at connect time, checked only the first answer, or followed redir
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import ipaddress
+import os
 import socket
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -27,7 +29,7 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult, TextContent
 
-from functions.tool_proxy.egress import EgressPolicy
+from functions.tool_proxy.egress import EgressPolicy, EgressRefused, EgressResponse, send
 from functions.tool_proxy.handler import create_handler
 from functions.tool_proxy.proxy import ToolProxy
 from functions.tool_proxy.sources import BundleToolSecrets, MappingToolboxes
@@ -39,8 +41,9 @@ TENANT = "tenant-egress"
 PUBLIC = "127.0.0.2"  # allowlisted: stands for a public host
 INSIDE = "127.0.0.1"  # not allowlisted: stands for the inside of the network
 METADATA_URL = "http://169.254.169.254/latest/meta-data/iam/security-credentials/"
-REDIRECTS = (300, 301, 302, 303, 307, 308)
-STATUSES = (*REDIRECTS, 200, 400)
+REDIRECTS = (300, 301, 302, 303, 307, 308, 399)
+STATUSES = (*REDIRECTS, 200, 299, 400)
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
 CAP = 64 * 1024  # EgressPolicy's default response cap, which these tests leave as it is
 
 
@@ -72,6 +75,8 @@ def zone_resolver(zone: Zone) -> Iterator[asyncio.AbstractEventLoop]:
             if answer is None:
                 return await super().getaddrinfo(host, port, family=family, type=type, proto=proto,
                                                  flags=flags)
+            if not answer:  # the name does not exist
+                raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
             return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, int(port or 0)))
                     for address in answer]
 
@@ -154,6 +159,9 @@ async def proxy_session(listeners: Listeners) -> AsyncIterator[ClientSession]:
     port = listeners.port
     tools = [_tool("rebinding", f"http://rebind.tools.test:{port}/tool"),
              _tool("mixed_answer", f"http://mixed.tools.test:{port}/tool"),
+             _tool("no_such_name", f"http://nothing.tools.test:{port}/tool"),
+             _tool("scoped_link_local", f"http://scoped.tools.test:{port}/tool"),
+             _tool("unreadable_answer", f"http://garbled.tools.test:{port}/tool"),
              _tool("redirect_to_metadata", f"http://{PUBLIC}:{port}/redirect-to-metadata"),
              _tool("redirect_inside", f"http://{PUBLIC}:{port}/redirect-inside"),
              _tool("public", f"http://{PUBLIC}:{port}/tool"),
@@ -173,7 +181,7 @@ async def proxy_session(listeners: Listeners) -> AsyncIterator[ClientSession]:
     url = f"http://{INSIDE}:{server.sockets[0].getsockname()[1]}/prod/mcp"
     token = mint_stream_token(SECRET, TENANT, "CA" + "0" * 32)
     try:
-        async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http, \
+        async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, trust_env=False) as http, \
                 streamable_http_client(url, http_client=http) as (read, write), \
                 ClientSession(read, write) as session:
             await session.initialize()
@@ -188,13 +196,21 @@ def _text(result: CallToolResult) -> str:
     return content.text
 
 
-def _call(zone: Zone, tool: str) -> tuple[CallToolResult, Listeners]:
+def _call(zone: Zone, tool: str, env_proxy: bool = False) -> tuple[CallToolResult, Listeners]:
+    """One tool call through the Lambda; `env_proxy` points HTTP(S)_PROXY at the inside host meanwhile."""
     async def scenario() -> tuple[CallToolResult, Listeners]:
         listeners = await Listeners().start()
+        saved = {k: os.environ.pop(k, None) for k in PROXY_VARIABLES}
+        if env_proxy:
+            os.environ["HTTP_PROXY"] = os.environ["HTTPS_PROXY"] = f"http://{INSIDE}:{listeners.port}"
         try:
             async with proxy_session(listeners) as session:
                 return await session.call_tool(tool, {}), listeners
         finally:
+            for key, value in saved.items():
+                os.environ.pop(key, None)
+                if value is not None:
+                    os.environ[key] = value
             await listeners.stop()
 
     with zone_resolver(zone) as loop:
@@ -249,9 +265,47 @@ def test_every_redirect_status_is_refused(status: int) -> None:
 
 def test_statuses_either_side_of_the_redirect_range_are_answers_not_refusals() -> None:
     ok, _ = _call(Zone({}), "status_200")
+    odd, _ = _call(Zone({}), "status_299")
     bad, _ = _call(Zone({}), "status_400")
     assert not ok.is_error and _text(ok) == "status 200"
+    assert not odd.is_error and _text(odd) == "status 299"
     assert bad.is_error and _text(bad) == "Target answered HTTP 400: status 400"
+
+
+def test_a_proxy_in_the_environment_is_not_used() -> None:
+    """An HTTP(S)_PROXY would resolve the name itself, after the check: the request goes direct."""
+    result, listeners = _call(Zone({}), "public", env_proxy=True)
+    assert not result.is_error and result.structured_content == {"answered_by": PUBLIC}
+    assert sum(listeners.hits[INSIDE].values()) == 0
+
+
+@pytest.mark.parametrize("tool, answers, reason", [
+    ("no_such_name", [], "cannot resolve nothing.tools.test"),
+    ("scoped_link_local", [[PUBLIC, "fe80::1%eth0"]], "scoped.tools.test resolves to a link-local address"),
+    ("unreadable_answer", [["not-an-address"]], "garbled.tools.test resolves to an unreadable address"),
+])
+def test_odd_dns_answers_are_refused_with_their_reason(tool: str, answers: list[list[str]], reason: str) -> None:
+    host = reason.split()[-1] if tool == "no_such_name" else reason.split()[0]
+    result, listeners = _call(Zone({host: answers or [[]]}), tool)
+    assert result.is_error and _text(result) == f"Target refused: {reason}"
+    assert sum(listeners.hits[PUBLIC].values()) == 0
+
+
+@pytest.mark.parametrize("url", ["ftp://127.0.0.2/x", "file:///etc/passwd", "http:///no-host"])
+async def test_send_refuses_a_url_that_is_not_http_with_a_host(url: str) -> None:
+    """Toolbox validation already insists on http(s); the egress guard does not rely on it."""
+    with pytest.raises(EgressRefused, match="target URL must be http"):
+        await send("GET", url, {}, None, None, EgressPolicy(allowed_networks=EgressPolicy.parse_networks("0.0.0.0/0")))
+
+
+def test_policy_defaults_and_immutability() -> None:
+    """The defaults the README states (5 s, 64 KiB, nothing allowlisted); a shared policy cannot be changed."""
+    policy = EgressPolicy()
+    assert (policy.timeout_s, policy.max_response_bytes, policy.allowed_networks) == (5.0, 65536, ())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        policy.allowed_networks = EgressPolicy.parse_networks("0.0.0.0/0")  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        EgressResponse(200, "text/plain", b"").status = 500  # type: ignore[misc]
 
 
 def test_a_body_of_exactly_the_cap_is_accepted_and_one_byte_more_is_not() -> None:
