@@ -151,3 +151,54 @@ def test_outbound_messages_match_the_documented_shapes() -> None:
         '{"event": "mark", "streamSid": "MZ18ad3ab5a668481ce02b83e7395059f0", "mark": {"name": "sentence-3"}}')
     assert json.loads(wire.clear_message(STREAM)) == json.loads(
         '{"event": "clear", "streamSid": "MZ18ad3ab5a668481ce02b83e7395059f0"}')
+
+
+# --- limits, at their edges (derived from the samples above) ------------------------------------------
+
+LARGEST = base64.b64encode(b"\xff" * wire.MAX_MEDIA_PAYLOAD_BYTES).decode()  # 16 frames: 3416 characters
+
+
+def test_the_largest_payload_is_accepted_and_the_size_check_leaves_base64_slack() -> None:
+    media = wire.parse_inbound(MEDIA.replace(DOCS_PAYLOAD, LARGEST))
+    assert isinstance(media, wire.Media) and len(media.payload) == wire.MAX_MEDIA_PAYLOAD_BYTES
+    # One character more is still judged by its content, not refused for size; two more are too large.
+    with pytest.raises(wire.ProtocolError, match="not base64"):
+        wire.parse_inbound(MEDIA.replace(DOCS_PAYLOAD, LARGEST + "A"))
+    with pytest.raises(wire.ProtocolError, match="too large"):
+        wire.parse_inbound(MEDIA.replace(DOCS_PAYLOAD, LARGEST + "AA"))
+
+
+def _start_with(parameters: dict[str, str]) -> str:
+    import json
+
+    message = json.loads(START)
+    message["start"]["customParameters"] = parameters
+    return json.dumps(message)
+
+
+def test_custom_parameters_up_to_the_limits_are_accepted_and_one_more_is_not() -> None:
+    most = {f"p{i}": "v" for i in range(wire.MAX_PARAMETERS)}
+    start = wire.parse_inbound(_start_with(most))
+    assert isinstance(start, wire.Start) and start.custom_parameters == most
+    with pytest.raises(wire.ProtocolError, match="too many customParameters"):
+        wire.parse_inbound(_start_with(most | {"one_more": "v"}))
+    longest = {"k" * 128: "v" * wire.MAX_PARAMETER_CHARS}
+    start = wire.parse_inbound(_start_with(longest))
+    assert isinstance(start, wire.Start) and start.custom_parameters == longest
+    for too_long in ({"k" * 129: "v"}, {"k": "v" * (wire.MAX_PARAMETER_CHARS + 1)}):
+        with pytest.raises(wire.ProtocolError, match="customParameters must be short strings"):
+            wire.parse_inbound(_start_with(too_long))
+
+
+def test_stop_without_its_call_sid_is_still_a_stop() -> None:
+    stop = wire.parse_inbound('{"event": "stop", "sequenceNumber": "5", '
+                              '"streamSid": "MZ18ad3ab5a668481ce02b83e7395059f0", "stop": {}}')
+    assert stop == wire.Stop(stream_sid=STREAM, call_sid="")
+
+
+def test_an_unknown_event_name_is_cut_to_32_characters_in_the_reason() -> None:
+    """The reason goes into a log line: a hostile event name must not flood it."""
+    name = "x" * 32 + "TAIL"
+    with pytest.raises(wire.ProtocolError) as refused:
+        wire.parse_inbound(CONNECTED.replace("connected", name))
+    assert str(refused.value) == f"unknown event {'x' * 32!r}"
