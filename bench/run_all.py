@@ -14,6 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 BENCHMARKS = [
     ("pipeline: concurrent calls (1, 10, 50) at zero and realistic vendor delays", ["bench.call_bench"]),
+    ("turn-taking: false interruptions, barge-in and voice-to-voice by turn type (1 and 50 calls)",
+     ["bench.turn_bench"]),
     ("data: number->tenant lookup (warm/cold cache) and booking writes", ["bench.data_bench"]),
     ("lambdas: warm handler latency and cold import time", ["bench.lambda_bench"]),
     ("offline speech recognition: word error rate on synthesised domain phrases", ["bench.offline_stt_wer"]),
