@@ -277,9 +277,10 @@ class CallSession:
                 self._quiet_since = time.monotonic()
                 if (self._hold_since is not None or self.vad.speaking) and not is_backchannel(event.text):
                     await self._barge_in("caller words")
-            elif event.kind is TranscriptKind.FINAL and event.text.strip():
-                self._pending_text.append(event.text.strip())
-                if event.speech_final:
+            elif event.kind is TranscriptKind.FINAL:
+                if event.text.strip():
+                    self._pending_text.append(event.text.strip())
+                if event.speech_final and self._pending_text:  # an empty speech_final ends the turn too
                     await self._close_caller_turn()
             elif event.kind is TranscriptKind.UTTERANCE_END and self._pending_text:
                 await self._close_caller_turn()

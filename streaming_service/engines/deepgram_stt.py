@@ -311,7 +311,7 @@ class DeepgramStream(SpeechToTextStream):
             if end > self._buf_start:
                 del self._buf[: end - self._buf_start]
                 self._buf_start = end
-            if text:
+            if text or message.speech_final:  # an empty speech_final still ends the turn
                 self._emit(TranscriptEvent(TranscriptKind.FINAL, text, bool(message.speech_final)))
         elif text:
             self._emit(TranscriptEvent(TranscriptKind.INTERIM, text))
