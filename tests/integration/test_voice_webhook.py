@@ -18,6 +18,7 @@ from twilio.request_validator import RequestValidator
 
 from functions.voice_webhook.handler import LambdaHandler, WebhookConfig, create_handler
 from functions.voice_webhook.tenancy_directory import TenancyCallDirectory
+from functions.voice_webhook.twilio_request import signature_valid
 from local.apigw_adapter import LocalLambdaContext, lambda_route
 from shared.app_secrets import AppSecrets
 from shared.stream_token import verify_stream_token
@@ -245,6 +246,29 @@ async def test_database_down_and_nothing_cached_apologises_and_hangs_up(
     assert [child.tag for child in twiml(result["body"])] == ["Say", "Hangup"]
 
 
+async def test_query_string_and_empty_fields_are_part_of_what_is_signed(
+        handler: LambdaHandler, tenant: TenantProfile, number: str) -> None:
+    """Twilio signs the URL with its query string, and every field, empty ones too (`CallerName=`)."""
+    form = _call_form(number, "CA" + "q" * 32, CallerName="", ForwardedFrom="")
+
+    def event(signed_url: str) -> dict[str, Any]:
+        built = rest_event("/voice", form, _sign(signed_url, form))
+        built["queryStringParameters"] = {"source": "pstn"}
+        built["multiValueQueryStringParameters"] = {"source": ["pstn"]}
+        return built
+
+    assert (await invoke(handler, event(f"https://{API_HOST}/prod/voice?source=pstn")))["statusCode"] == 200
+    assert (await invoke(handler, event(f"https://{API_HOST}/prod/voice")))["statusCode"] == 403
+
+
+def test_no_auth_token_verifies_nothing() -> None:
+    """An unset token must not turn into an HMAC key anyone can use: "" signs as well as any secret."""
+    url, form = f"https://{API_HOST}/prod/voice", {"CallSid": "CA" + "e" * 32}
+    forged = {"X-Twilio-Signature": str(RequestValidator("").compute_signature(url, form))}
+    assert not signature_valid("", url, form, forged)
+    assert signature_valid(TWILIO_TOKEN, url, form, {"X-Twilio-Signature": _sign(url, form)})
+
+
 # --- over HTTP through the local adapter -------------------------------------------------------
 
 async def test_over_http_valid_invalid_missing(local_server: str, tenant: TenantProfile, number: str,
@@ -254,6 +278,8 @@ async def test_over_http_valid_invalid_missing(local_server: str, tenant: Tenant
     assert status == 200 and twiml(body).find("Connect/Stream") is not None
     stream_url = twiml(body).find("Connect/Stream").get("url")  # type: ignore[union-attr]
     assert stream_url == "wss://stream.example.test/twilio-stream"
+    # Plain http locally: the next step is requested the way this one was.
+    assert twiml(body).find("Connect").get("action") == f"{local_server}/voice/after-stream"  # type: ignore[union-attr]
     assert (await post_signed(f"{local_server}/voice", form, signature="forged"))[0] == 403
     assert (await post_signed(f"{local_server}/voice", form, signature=None))[0] == 403
 
