@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
+import httpx2
 from agents import Model, OpenAIChatCompletionsModel
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
 from shared.settings import Settings
 from streaming_service.agents.booking_store import BookingStore
@@ -20,6 +21,7 @@ from streaming_service.agents.tenant_tools import TenantToolServers
 from streaming_service.engines.base import CallContext, EngineError
 
 VENDOR = "openai"
+KEEPALIVE_S = 120.0  # the client's default (5 s) is shorter than a caller's turn: each turn would reconnect
 
 
 class OpenAIAgentRuntime(AgentsSdkRuntime):
@@ -36,7 +38,10 @@ class OpenAIAgentRuntime(AgentsSdkRuntime):
                          timeout_s=settings.openai_timeout_s)
         # One retry: a blip is survived, an outage surfaces quickly for the offline fallback.
         self._client = AsyncOpenAI(base_url=settings.openai_base_url, api_key=key,
-                                   timeout=settings.openai_timeout_s, max_retries=1)
+                                   timeout=settings.openai_timeout_s, max_retries=1,
+                                   http_client=DefaultAsyncHttpxClient(limits=httpx2.Limits(
+                                       max_connections=1000, max_keepalive_connections=200,
+                                       keepalive_expiry=KEEPALIVE_S)))
         self._model = OpenAIChatCompletionsModel(model=settings.openai_model, openai_client=self._client)
 
     def model_for(self, call: CallContext) -> Model:
