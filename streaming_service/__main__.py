@@ -28,7 +28,8 @@ async def run(settings: Settings) -> int:
     log.info("engines", extra=describe(engines))
     app = create_app(settings, engines, recorder=data.recorder if data else None,
                      tenant_settings=data.tenant_settings() if data else None, telemetry=telemetry,
-                     stream_claims=data.stream_claims() if data else None)
+                     stream_claims=data.stream_claims() if data else None,
+                     capacity=data.capacity(settings) if data and settings.redis_url else None)
     if data is not None:
         data.mount_tenant_api(app)
     try:

@@ -16,6 +16,8 @@ from aiohttp import web
 from shared.settings import Settings
 from streaming_service.call_recorder import CallRecorder, LoggingCallRecorder
 from streaming_service.call_session import Engines
+from streaming_service.engines.factory import CallEngineFactory
+from streaming_service.fleet_capacity import ServiceCapacity
 from streaming_service.operator_access import require_operator
 from streaming_service.service_state import STATE, ServiceState, TenantSettingsLookup, no_tenant_settings
 from streaming_service.stream_guard import CLAIMS, PENDING, PendingSockets, StreamClaims
@@ -59,16 +61,23 @@ async def _telemetry_lifetime(app: web.Application) -> AsyncIterator[None]:
     reporter = None
     if state.telemetry.metrics.writer.enabled:
         reporter = asyncio.create_task(state.telemetry.report_active_calls(lambda: len(state.sessions)))
+    heartbeat = None
+    if state.capacity is not None:
+        heartbeat = asyncio.create_task(state.capacity.run(
+            lambda: len(state.sessions), state.settings.max_calls_per_task, lambda: state.draining,
+            state.telemetry.metrics if state.telemetry.metrics.writer.enabled else None))
     protection = None
     if state.settings.ecs_agent_uri:
         state.protection = TaskProtection(state.settings.ecs_agent_uri)
         protection = asyncio.create_task(state.protection.run(state.wanted_protection))
     yield
-    for task in (reporter, protection):
+    for task in (reporter, protection, heartbeat):
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+    if state.capacity is not None:
+        await state.capacity.leave()
     if state.protection is not None and state.protection.enabled:
         async with aiohttp.ClientSession() as session:  # leave no protection behind a stopped process
             await state.protection.set(session, False)
@@ -77,15 +86,18 @@ async def _telemetry_lifetime(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings, engines: Engines, recorder: CallRecorder | None = None,
                tenant_settings: TenantSettingsLookup | None = None,
-               telemetry: ServiceTelemetry | None = None, stream_claims: StreamClaims | None = None
-               ) -> web.Application:
-    """`stream_claims`: shared through the service's Redis when it has one, else held in this process."""
+               telemetry: ServiceTelemetry | None = None, stream_claims: StreamClaims | None = None,
+               capacity: ServiceCapacity | None = None) -> web.Application:
+    """`stream_claims`: shared through the service's Redis when it has one, else held in this process.
+    `capacity`: vendor budgets and fleet heartbeats through that Redis (None: no limits counted)."""
     app = web.Application(client_max_size=settings.max_ws_message_bytes)
     app[CLAIMS] = stream_claims or StreamClaims()
     app[PENDING] = PendingSockets(settings.stream_admission.max_pending_per_address)
     app[STATE] = ServiceState(settings=settings, engines=engines, recorder=recorder or LoggingCallRecorder(),
                                 tenant_settings=tenant_settings or no_tenant_settings,
-                                telemetry=telemetry or ServiceTelemetry.from_settings(settings))
+                                telemetry=telemetry or ServiceTelemetry.from_settings(settings),
+                                capacity=capacity,
+                                call_engines=CallEngineFactory(settings, engines, capacity).for_call)
     app.cleanup_ctx.append(_telemetry_lifetime)
     app.router.add_get("/", health)
     app.router.add_get("/ready", ready)

@@ -8,12 +8,14 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from shared.settings import Settings
 from shared.tenancy.cache import JsonCache
 from shared.tenancy.call_state import CallStateStore
 from shared.tenancy.database import TenantDatabase
 from shared.tenancy.directory import TenantDirectory
 from shared.tenancy.http_api import build_tenant_api
 from shared.tenancy.transcript_buffer import TranscriptRecorder
+from streaming_service.fleet_capacity import ServiceCapacity
 from streaming_service.service_state import TenantSettingsLookup
 from streaming_service.stream_guard import StreamClaims
 from streaming_service.tenancy_recorder import TenancyCallRecorder, tenant_settings_lookup
@@ -47,6 +49,10 @@ class ServiceData:
     def stream_claims(self) -> StreamClaims:
         """Which calls' streams have started, in the Redis every task of the service shares."""
         return StreamClaims(self.cache)
+
+    def capacity(self, settings: Settings) -> ServiceCapacity:
+        """Vendor budgets and the fleet's heartbeats, in the Redis every task and the webhook share."""
+        return ServiceCapacity(settings, self.cache, self.directory)
 
     def mount_tenant_api(self, app: web.Application) -> None:
         app.add_subapp("/api", build_tenant_api(self.db))

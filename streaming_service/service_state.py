@@ -15,6 +15,7 @@ from aiohttp import web
 from shared.settings import Settings
 from streaming_service.call_recorder import CallRecorder
 from streaming_service.call_session import CallSession, Engines
+from streaming_service.engines.base import CallContext
 from streaming_service.phrase_cache import PhraseCache
 from streaming_service.task_protection import TaskProtection, Wanted
 from streaming_service.telemetry.service_telemetry import ServiceTelemetry
@@ -22,6 +23,8 @@ from streaming_service.telemetry.service_telemetry import ServiceTelemetry
 log = logging.getLogger("voice_agent.service")
 
 TenantSettingsLookup = Callable[[str], Awaitable[dict[str, Any]]]
+# Engines for one call (its tenant's accounts, capacity leases; "offline" capacity mode: the offline twins).
+CallEngineSource = Callable[[CallContext, str], Awaitable[Engines]]
 
 
 async def no_tenant_settings(tenant_id: str) -> dict[str, Any]:
@@ -45,6 +48,8 @@ class ServiceState:
     draining: bool = False
     refused_full: int = 0
     protection: TaskProtection | None = None
+    call_engines: CallEngineSource | None = None
+    capacity: Any = None  # streaming_service.fleet_capacity.ServiceCapacity when Redis is shared
     _drained: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -71,6 +76,15 @@ class ServiceState:
         self._changed()
         if not self.sessions:
             self._drained.set()
+
+    async def engines_for(self, call: CallContext, capacity_mode: str = "") -> Engines:
+        if self.call_engines is not None:
+            return await self.call_engines(call, capacity_mode)
+        if capacity_mode == "offline":
+            from streaming_service.engines.factory import offline_engines
+
+            return offline_engines(self.engines)
+        return self.engines
 
     def has_call(self, call_sid: str) -> bool:
         return call_sid in self.sessions

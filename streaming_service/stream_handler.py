@@ -176,12 +176,20 @@ async def _open_session(ws: web.WebSocketResponse, state: ServiceState, start: w
                     extra={"call_sid": start.call_sid})
         await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"stream already started")
         return None
+    tenant_settings = await state.tenant_settings(tenant_id)
+    capacity_mode = params.get("capacity_mode", "")
+    if capacity_mode == "offline":  # the webhook found the tenant's vendors full: say so, honestly
+        from streaming_service.engines.factory import OFFLINE_NOTICE
+
+        greeting = tenant_settings.get("greeting") or state.settings.default_greeting
+        tenant_settings = {**tenant_settings, "greeting": f"{greeting} {OFFLINE_NOTICE}"}
     call = CallContext(call_sid=start.call_sid, stream_sid=start.stream_sid, tenant_id=tenant_id,
                        caller_number=params.get("caller", ""), dialled_number=params.get("dialled", ""),
-                       tenant_settings=await state.tenant_settings(tenant_id))
+                       tenant_settings=tenant_settings)
     # The webhook's X-Ray header, so the call's spans continue the webhook's trace.
     telemetry = state.telemetry.for_call(call, params.get("trace_header", ""))
-    session = CallSession(call, state.engines, ws, state.settings, state.recorder, state.phrases, telemetry)
+    engines = await state.engines_for(call, capacity_mode)
+    session = CallSession(call, engines, ws, state.settings, state.recorder, state.phrases, telemetry)
     state.register(session)
     await session.start()
     return session

@@ -32,6 +32,7 @@ from streaming_service.engines.base import (
     TranscriptEvent,
     TranscriptKind,
 )
+from streaming_service.engines.vendor_capacity import VendorCapacityError
 
 logger = logging.getLogger(__name__)
 
@@ -160,6 +161,9 @@ class DeepgramStream(SpeechToTextStream):
                     await self._connect_and_serve()
                     return
                 except ApiError as exc:
+                    if exc.status_code == 429:
+                        # The project's concurrent-stream limit: a capacity signal, not an outage to ride out.
+                        raise VendorCapacityError(VENDOR, "429 on connect: concurrency limit") from None
                     if exc.status_code in _FATAL_STATUS:
                         raise EngineError(VENDOR, f"handshake rejected (HTTP {exc.status_code})") from None
                     reason = f"HTTP {exc.status_code}"

@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING
 
 from shared.settings import Settings
 from streaming_service.call_session import Engines
-from streaming_service.engines.base import AgentRuntime, SpeechToText, TextToSpeech
+from streaming_service.engines.base import AgentRuntime, CallContext, SpeechToText, TextToSpeech
 
 if TYPE_CHECKING:
     from streaming_service.data_layer import ServiceData
+    from streaming_service.fleet_capacity import ServiceCapacity
 
 
 def _offline_tts() -> TextToSpeech:
@@ -71,3 +72,49 @@ def describe(engines: Engines) -> dict[str, str]:
 
     return {"stt": name(engines.stt) if engines.stt_fallback is None else f"{type(engines.stt).__name__} "
             "(falls back offline)", "tts": name(engines.tts), "agent": name(engines.agent)}
+
+
+OFFLINE_NOTICE = ("Our lines are very busy right now, so you're talking to our basic automated assistant. "
+                  "It can still take a booking.")
+
+
+def offline_engines(engines: Engines) -> Engines:
+    """The offline twins of a set of engines: what a call gets when its vendors are at capacity."""
+    stt = engines.stt_fallback or engines.stt
+    tts = getattr(engines.tts, "backup", engines.tts)
+    agent = getattr(engines.agent, "offline", engines.agent)
+    return Engines(stt=stt, tts=tts, agent=agent, stt_fallback=None)
+
+
+class CallEngineFactory:
+    """Engines for one call: the process's engines (the platform's vendor accounts), each vendor engine
+    holding a slot of its account's budget while it works (streaming_service/engines/vendor_capacity.py),
+    or their offline twins when the webhook answered the call in `offline` capacity mode."""
+
+    def __init__(self, settings: Settings, engines: Engines, capacity: ServiceCapacity | None) -> None:
+        self.settings = settings
+        self.engines = engines
+        self.capacity = capacity
+
+    async def for_call(self, call: CallContext, capacity_mode: str = "") -> Engines:
+        if capacity_mode == "offline":
+            return offline_engines(self.engines)
+        if self.capacity is None:
+            return self.engines
+        from streaming_service.engines.fallback_tts import FallbackTextToSpeech
+        from streaming_service.engines.vendor_capacity import LeasedSpeechToText, LeasedTextToSpeech
+
+        accounts = await self.capacity.accounts(call.tenant_id, call.tenant_settings)
+        options, ledger = self.settings.capacity, self.capacity.ledger
+        base = self.engines
+        stt = base.stt
+        if base.stt_fallback is not None:  # a vendor recogniser
+            stt = LeasedSpeechToText(base.stt, ledger, accounts["deepgram"],
+                                     renew_interval_s=options.lease_renew_interval_s)
+        tts = base.tts
+        if isinstance(tts, FallbackTextToSpeech):  # a vendor voice with its offline twin
+            tts = FallbackTextToSpeech(LeasedTextToSpeech(tts.primary, ledger, accounts["elevenlabs"],
+                                                          slot_wait_ms=options.tts_slot_wait_ms,
+                                                          first_byte_budget_ms=options.tts_first_byte_budget_ms),
+                                       tts.backup)
+        return Engines(stt=stt, tts=tts, agent=base.agent, stt_fallback=base.stt_fallback)

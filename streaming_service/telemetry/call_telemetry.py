@@ -134,6 +134,12 @@ class CallTelemetry:
         span = trace.get_current_span()
         if not span.get_span_context().is_valid:
             span = self._call_span
+        from streaming_service.engines.vendor_capacity import VendorCapacityError
+
+        if isinstance(exc, VendorCapacityError):  # a full account, not an outage
+            span.add_event("vendor at capacity", {"vendor": vendor})
+            self.metrics.vendor_capacity_exhausted(self.identity, vendor)
+            return
         span.record_exception(exc, attributes={"vendor": vendor})
         span.set_status(Status(StatusCode.ERROR, f"{vendor} failed"))
         self.metrics.vendor_error(self.identity, vendor)

@@ -52,3 +52,18 @@ class ServiceMetrics:
 
     def offline_fallback(self, call: Mapping[str, Any], component: str) -> None:
         self.writer.emit([("OfflineFallbacks", 1, MetricUnit.Count)], properties={**call, "component": component})
+
+    def vendor_capacity_exhausted(self, call: Mapping[str, Any], vendor: str) -> None:
+        """A vendor account had no slot for this call (our budget, or the vendor's 429): per tenant and vendor.
+        Not counted in VendorErrors: nothing failed, the call went on the offline engine."""
+        self.writer.emit([("VendorCapacityExhausted", 1, MetricUnit.Count)],
+                         dimensions={"vendor": vendor, "tenant": str(call.get("tenant_id") or "none")},
+                         properties=call)
+
+    def vendor_leases(self, vendor: str, account: str, in_use: int, budget: int) -> None:
+        """Slots of one vendor account in use across the fleet (Redis leases) and their share of the budget
+        (the alarm's figure). `account` is "platform" or the tenant id of a tenant's own account."""
+        figures: list[MetricValue] = [("VendorLeasesInUse", in_use, MetricUnit.Count)]
+        if budget > 0:
+            figures.append(("VendorLeaseUsePercent", round(100.0 * in_use / budget, 1), MetricUnit.Percent))
+        self.writer.emit(figures, dimensions={"vendor": vendor, "account": account})

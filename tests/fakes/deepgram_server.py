@@ -159,8 +159,13 @@ class FakeDeepgram:
     """`async with FakeDeepgram() as dg:` or start()/stop(); point DEEPGRAM_BASE_URL at `dg.ws_url`."""
 
     def __init__(self, api_key: str = "test-key", default_transcript: str = "hello there",
-                 idle_timeout_s: float = 10.0, ms_per_word: int = 260) -> None:
+                 idle_timeout_s: float = 10.0, ms_per_word: int = 260, max_streams: int = 0) -> None:
         self.api_key = api_key
+        self.other_keys: set[str] = set()  # more projects' keys this fake accepts (tenants' own accounts)
+        # Deepgram's per-project concurrent stream limit (50 on pay-as-you-go and Growth); 0: none.
+        self.max_streams = max_streams
+        self.refused_capacity = 0  # handshakes answered 429
+        self.authorizations: list[str] = []  # the Authorization header of every accepted handshake
         self.default_transcript = default_transcript
         self.idle_timeout_s = idle_timeout_s
         self.ms_per_word = ms_per_word
@@ -245,18 +250,25 @@ class FakeDeepgram:
         if asyncio.get_running_loop().time() < self._refuse_until:
             self.refused += 1
             return web.Response(status=503, text="Service Unavailable")
-        if request.headers.get("Authorization") != f"Token {self.api_key}":
+        authorization = request.headers.get("Authorization", "")
+        if authorization not in {f"Token {key}" for key in (self.api_key, *self.other_keys)}:
             self.unauthorised += 1
             return web.Response(status=401, text="Invalid credentials.")
+        if self.max_streams and len(self._live) >= self.max_streams:
+            self.refused_capacity += 1
+            # Deepgram's error body (err_code / err_msg / request_id) with 429 Too Many Requests.
+            return web.json_response({"err_code": "TOO_MANY_REQUESTS", "request_id": str(uuid.uuid4()),
+                                      "err_msg": "Too many requests. Please try again later."}, status=429)
         query = dict(request.query)
         if query.get("encoding") != "mulaw" or query.get("sample_rate") != "8000":
             return web.Response(status=400, text="Bad Request: expected encoding=mulaw&sample_rate=8000")
         ws = web.WebSocketResponse(autoping=True)
-        await ws.prepare(request)
         record = ConnectionRecord(query=query)
-        self.records.append(record)
-        self._live[ws] = (request, record)
+        self._live[ws] = (request, record)  # counts toward max_streams from the handshake on
         try:
+            await ws.prepare(request)
+            self.authorizations.append(authorization)
+            self.records.append(record)
             await self._serve(ws, record, _Recogniser(query, self.default_transcript, self.ms_per_word))
         finally:
             self._live.pop(ws, None)

@@ -60,11 +60,18 @@ class FakeElevenLabs:
     chunk_delay_s: float = 0.002
     requests: list[RecordedTtsRequest] = field(default_factory=list)
     client_disconnects: int = 0
+    # The plan's concurrent request limit (Free 2 ... Business 15); beyond it 429 too_many_concurrent_requests.
+    max_concurrent: int = 0
+    other_keys: set[str] = field(default_factory=set)  # more accounts' keys this fake accepts
+    refused_concurrent: int = 0
+    refused_busy: int = 0
 
     def __post_init__(self) -> None:
         self._failures: list[int] = []
         self._fail_all: int | None = None
         self._cut_after: int | None = None
+        self._busy_next = 0
+        self.in_flight = 0
         self._runner: web.AppRunner | None = None
         self._port = 0
         self.client_disconnected = asyncio.Event()
@@ -98,6 +105,10 @@ class FakeElevenLabs:
         """Answer every request with `status`; `None` heals the server."""
         self._fail_all = status
 
+    def busy_next(self, n: int = 1) -> None:
+        """The next `n` requests get 429 `system_busy` (ElevenLabs: a retry usually works)."""
+        self._busy_next += n
+
     def cut_after_bytes(self, n: int) -> None:
         """The next stream sends `n` bytes, then the connection drops mid-body."""
         self._cut_after = n
@@ -114,8 +125,23 @@ class FakeElevenLabs:
             voice_id=voice_id, text=str(body.get("text", "")), query=dict(request.query),
             headers=dict(request.headers), body=body,
         ))
-        if request.headers.get("xi-api-key") != self.api_key:
+        if request.headers.get("xi-api-key") not in {self.api_key, *self.other_keys}:
             return _error(401, "invalid_api_key", "Invalid API key")
+        if self._busy_next:
+            self._busy_next -= 1
+            self.refused_busy += 1
+            return _error(429, "system_busy", "We are experiencing high traffic; please try again.")
+        if self.max_concurrent and self.in_flight >= self.max_concurrent:
+            self.refused_concurrent += 1
+            return _error(429, "too_many_concurrent_requests",
+                          "Too many concurrent requests for your subscription.")
+        self.in_flight += 1
+        try:
+            return await self._speak(request, body)
+        finally:
+            self.in_flight -= 1
+
+    async def _speak(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
         status = self._failures.pop(0) if self._failures else self._fail_all
         if status is not None:
             return _error(status, "internal_error", "Injected failure")
