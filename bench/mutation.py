@@ -59,7 +59,7 @@ TARGETS: dict[str, Target] = {
                      ("tests/unit/test_egress_ranges.py", "tests/integration/test_tool_proxy_egress.py",
                       "tests/integration/test_tool_proxy.py")),
     "database": Target("shared/tenancy/database.py",
-                       ("tests/integration/test_tenancy_isolation.py",
+                       ("tests/integration/test_tenancy_isolation.py", "tests/integration/test_tenancy_database.py",
                         "tests/integration/test_tenancy_migrations.py")),
     "bookings": Target("shared/tenancy/bookings.py", ("tests/integration/test_tenancy_bookings.py",)),
     "call_session": Target(
