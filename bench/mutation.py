@@ -143,6 +143,17 @@ def _cosmic(*args: str, cwd: Path, timeout: float | None = None) -> int:
         return -1
 
 
+def _write_config(config: Path, target: Target) -> None:
+    tests = " ".join(target.tests)
+    config.write_text(
+        "[cosmic-ray]\n"
+        f'module-path = "{target.module}"\n'
+        f"timeout = {target.timeout_s}\n"
+        "excluded-modules = []\n"
+        f'test-command = "{sys.executable} -m pytest -x -q -p no:cacheprovider {tests}"\n\n'
+        '[cosmic-ray.distributor]\nname = "local"\n')
+
+
 def _recheck_survivors(name: str, target: Target, tree: Path, session: Path) -> None:
     """Run the survivors again against the committed tests (new tests since the session began)."""
     committed = subprocess.run(["git", "show", f"HEAD:{target.module}"], cwd=ROOT, check=True,
@@ -151,6 +162,7 @@ def _recheck_survivors(name: str, target: Target, tree: Path, session: Path) -> 
         raise SystemExit(f"{name}: {target.module} changed since this session began; use --fresh")
     subprocess.run(["rm", "-rf", str(tree)], check=True)
     _committed_tree(tree)
+    _write_config(session.with_name("config.toml"), target)  # the target's tests may have grown too
     with sqlite3.connect(session) as db:
         db.execute("DELETE FROM work_results WHERE test_outcome = 'SURVIVED'")
 
@@ -167,14 +179,7 @@ def prepare(name: str, target: Target, fresh: bool, recheck: bool = False) -> tu
     if fresh or not session.exists():
         subprocess.run(["rm", "-rf", str(base)], check=True)
         _committed_tree(tree)
-        tests = " ".join(target.tests)
-        config.write_text(
-            "[cosmic-ray]\n"
-            f'module-path = "{target.module}"\n'
-            f"timeout = {target.timeout_s}\n"
-            "excluded-modules = []\n"
-            f'test-command = "{sys.executable} -m pytest -x -q -p no:cacheprovider {tests}"\n\n'
-            '[cosmic-ray.distributor]\nname = "local"\n')
+        _write_config(config, target)
         if _cosmic("init", str(config), str(session), cwd=tree) != 0:
             raise SystemExit(f"{name}: cosmic-ray init failed")
         source = (tree / target.module).read_text()
