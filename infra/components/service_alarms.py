@@ -37,6 +37,7 @@ class ServiceAlarms(Construct):
         service: ecs.FargateService,
         max_tasks: int,
         bad_signatures_per_5_min: int = 20,
+        vendor_budget_alarm_percent: int = 80,
     ) -> None:
         super().__init__(scope, construct_id)
         self._action = actions.SnsAction(topic)
@@ -68,6 +69,12 @@ class ServiceAlarms(Construct):
                     voice_to_voice_p95_ms, "Callers wait too long for the agent's reply", evaluation_periods=3)
         self._alarm("VendorErrors", metrics.total_vendor_errors(FIVE_MINUTES), 10,
                     "STT/TTS/LLM vendor errors (calls fall back to offline engines)")
+        for vendor in ("deepgram", "elevenlabs"):  # concurrency budgets (OpenAI's is per minute, not leased)
+            self._alarm(f"VendorBudgetNearlyFull{vendor.capitalize()}",
+                        metrics.vendor_lease_use_percent(vendor, "platform"), vendor_budget_alarm_percent,
+                        f"The platform's {vendor} account is near its concurrency budget: new calls soon get the "
+                        "tenants' overflow policy (raise the vendor plan and CAPACITY__ budget)",
+                        evaluation_periods=3)
         self._alarm("AuroraCpu", database.metric_cpu_utilization(period=FIVE_MINUTES), 80, "Aurora CPU high",
                     evaluation_periods=3)
         self._alarm("ValkeyCpu", redis_metric(cache_primary_node_id, "EngineCPUUtilization").with_(period=FIVE_MINUTES),

@@ -46,3 +46,16 @@ class VoiceAgentMetrics:
             period=period,
             label="VendorErrors (all vendors)",
         )
+
+    def vendor_lease_use_percent(self, vendor: str, account: str = "platform",
+                                 period: Duration = ONE_MINUTE) -> cloudwatch.Metric:
+        """Share of a vendor account's budget held as Redis leases across the fleet (each task reports it
+        with its heartbeat; the maximum is the fleet's view). `account`: "platform" or a tenant id."""
+        return cloudwatch.Metric(
+            namespace=METRICS_NAMESPACE,
+            metric_name="VendorLeaseUsePercent",
+            dimensions_map={**self._dimensions, "vendor": vendor, "account": account},
+            statistic=cloudwatch.Stats.MAXIMUM,
+            period=period,
+            label=f"{vendor} {account} budget used %",
+        )

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from tests.infra.conftest import SynthesizedEnvironment
 
 SERVICE_METRICS = (
@@ -33,3 +35,17 @@ def test_every_alarm_notifies_the_topic(every_env: SynthesizedEnvironment) -> No
 def test_topic_is_encrypted(every_env: SynthesizedEnvironment) -> None:
     (topic,) = every_env.template("observability").find_resources("AWS::SNS::Topic").values()
     assert "KmsMasterKeyId" in topic["Properties"]
+
+
+def test_an_alarm_fires_when_a_vendor_budget_is_nearly_full(every_env: SynthesizedEnvironment) -> None:
+    budget: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+    for alarm in every_env.template("observability").find_resources("AWS::CloudWatch::Alarm").values():
+        for query in alarm["Properties"].get("Metrics", []):
+            stat = query.get("MetricStat") or {}
+            if stat.get("Metric", {}).get("MetricName") == "VendorLeaseUsePercent":
+                dims = {d["Name"]: d["Value"] for d in stat["Metric"]["Dimensions"]}
+                budget[dims["vendor"]] = (alarm["Properties"], {**dims, "stat": stat["Stat"]})
+    assert set(budget) == {"deepgram", "elevenlabs"}
+    for props, metric in budget.values():
+        assert metric["account"] == "platform" and metric["stat"] == "Maximum"
+        assert props["Threshold"] == 80 and props["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
