@@ -16,6 +16,8 @@ BENCHMARKS = [
     ("pipeline: concurrent calls (1, 10, 50) at zero and realistic vendor delays", ["bench.call_bench"]),
     ("turn-taking: false interruptions, barge-in and voice-to-voice by turn type (1 and 50 calls)",
      ["bench.turn_bench"]),
+    ("vendor capacity: 10 more callers than the Deepgram budget, one tenant per overflow policy",
+     ["bench.capacity_bench"]),
     ("data: number->tenant lookup (warm/cold cache) and booking writes", ["bench.data_bench"]),
     ("lambdas: warm handler latency and cold import time", ["bench.lambda_bench"]),
     ("offline speech recognition: word error rate on synthesised domain phrases", ["bench.offline_stt_wer"]),
