@@ -6,14 +6,24 @@ and scored against the text. espeak is a single clean synthetic voice, so this m
 pipeline and the language model, not how well real callers are understood.
 
     .venv/bin/python -m bench.offline_stt_wer [--lm domain|default]
+
+`--full` is the harder set: every phrase of `PHRASES + MORE_PHRASES` (over 100) in two espeak-ng voices
+(American, British) at two speeds (140 and 185 words a minute), band-limited to the telephone band
+(300-3400 Hz) with band-limited noise at 20 dB SNR, decoded on one core. It reports WER, the real-time
+factor and the recogniser's memory (peak RSS growth over the process before the first decoder loaded).
+
+    taskset -c 0 .venv/bin/python -m bench.offline_stt_wer --full [--lm domain|default]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import resource
 import time
 from dataclasses import dataclass
+
+import numpy as np
 
 from shared.audio import mulaw
 from streaming_service.engines.base import TranscriptKind
@@ -52,6 +62,37 @@ PHRASES = [
     "wednesday at nine in the morning",
     "how much is a manicure",
 ]
+
+# The demo's caller lines, then more of what callers say when booking: yes/no to a read-back, names,
+# times, dates and numbers.
+MORE_PHRASES = [
+    "yes please", "my name is john smith", "no thank you goodbye", "yes", "no", "yes that's right",
+    "no thanks", "that's right", "yes please book it", "no that's wrong", "sure", "okay", "perfect",
+    "my name is anna miller", "it's peter garcia", "this is laura wilson", "my name is james brown",
+    "my name is maria davis", "it's robert jones", "my name is kate williams", "this is tom johnson",
+    "my name is susan smith", "my name is mark wilson", "michael garcia", "jennifer miller",
+    "tomorrow at three", "tomorrow at four thirty", "monday at ten", "friday at two pm",
+    "saturday morning", "next wednesday at eleven am", "thursday at three fifteen", "at noon",
+    "how about five pm", "nine thirty in the morning", "two o'clock", "ten fifteen",
+    "on march third", "on april twenty first", "the fifteenth", "june tenth at one",
+    "i'd like to book a haircut on friday", "can i book a beard trim tomorrow",
+    "i need an appointment next monday", "do you have anything on saturday",
+    "i'd like to book a haircut for tomorrow at four", "can i get a trim on thursday at two",
+    "i'd like to cancel my appointment", "can i reschedule my appointment", "what are your opening hours",
+    "when are you open", "where are you located", "can i talk to a person", "i want to speak to a person",
+    "the number i'm calling from", "is there anything later", "anything in the morning",
+    "can you repeat that", "sorry i didn't catch that", "hello", "thank you", "thanks bye",
+    "that works for me", "sounds good", "not really", "that's all thank you", "good morning",
+    "i'd like to make a booking", "do you have any availability", "what times do you have",
+    "yes that works", "no that's all", "bye", "four forty five", "eleven thirty am",
+    "can i book a cleaning on tuesday", "my name is daniel jones",
+]
+ALL_PHRASES = list(dict.fromkeys(PHRASES + MORE_PHRASES))
+DEMO_LINES = ["i'd like to book a haircut tomorrow at three", "my name is john smith", "yes please",
+              "no thank you goodbye"]
+VOICES = ["en-us", "en-gb-x-rp"]
+SPEEDS_WPM = [140, 185]
+SNR_DB = 20.0
 
 
 @dataclass(frozen=True)
@@ -123,10 +164,69 @@ async def measure_wer(phrases: list[str] | None = None, language_model: Language
     return WerReport(results, decode_s)
 
 
+def telephone_band(ulaw: bytes, rng: np.random.Generator, snr_db: float = SNR_DB) -> bytes:
+    """Speech and added noise both limited to 300-3400 Hz, as a phone line carries them."""
+    pcm = mulaw.decode(ulaw).astype(np.float64)
+
+    def band(x: np.ndarray) -> np.ndarray:
+        spectrum = np.fft.rfft(x)
+        freqs = np.fft.rfftfreq(len(x), 1 / mulaw.SAMPLE_RATE)
+        spectrum[(freqs < 300) | (freqs > 3400)] = 0
+        return np.fft.irfft(spectrum, len(x))
+
+    speech = band(pcm)
+    noise = band(rng.normal(0.0, 1.0, len(pcm)))
+    speech_power = float(np.mean(speech[np.abs(speech) > 100] ** 2)) if np.any(np.abs(speech) > 100) else 1.0
+    noise *= np.sqrt(speech_power / 10 ** (snr_db / 10) / max(1e-9, float(np.mean(noise**2))))
+    return mulaw.encode(np.clip(speech + noise, -32768, 32767).astype(np.int16))
+
+
+@dataclass(frozen=True)
+class FullReport:
+    report: WerReport
+    rss_growth_mb: float
+    conditions: int
+
+
+async def measure_full(language_model: LanguageModel = "domain", phrases: list[str] | None = None) -> FullReport:
+    """Every phrase in every voice at every speed, telephone band and noise; WER, RTF, memory."""
+    before_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    stt = OfflineSpeechToText(language_model=language_model)
+    rng = np.random.default_rng(16)
+    results: list[PhraseResult] = []
+    decode_s = 0.0
+    for voice in VOICES:
+        for wpm in SPEEDS_WPM:
+            tts = OfflineTextToSpeech(voice=voice, rate_wpm=wpm)
+            for phrase in phrases or ALL_PHRASES:
+                audio = telephone_band(await synthesise_call_audio(tts, phrase), rng)
+                started = time.perf_counter()
+                hypothesis, _ = await transcribe(stt, audio)
+                decode_s += time.perf_counter() - started
+                results.append(PhraseResult(phrase, hypothesis, word_errors(phrase, hypothesis),
+                                            mulaw.duration_ms(audio) / 1000))
+    growth_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before_kb) / 1024
+    return FullReport(WerReport(results, decode_s), growth_mb, len(VOICES) * len(SPEEDS_WPM))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lm", choices=["domain", "default"], default="domain")
+    parser.add_argument("--full", action="store_true", help="2 voices x 2 speeds, telephone band + noise")
     args = parser.parse_args()
+    if args.full:
+        full = asyncio.run(measure_full(args.lm))
+        for r in full.report.results:
+            if r.errors:
+                print(f"{r.errors:2d} {r.reference!r:55} -> {r.hypothesis!r}")
+        words = sum(len(r.reference.split()) for r in full.report.results)
+        print(f"\nWER {full.report.wer:.1%} over {len(full.report.results)} utterances ({words} words, "
+              f"{len(ALL_PHRASES)} phrases x {full.conditions} voice/speed conditions), "
+              f"real-time factor {full.report.real_time_factor:.3f}, memory +{full.rss_growth_mb:.0f} MB RSS "
+              f"(LM: {args.lm})")
+        exact = [r for r in full.report.results if r.reference in DEMO_LINES]
+        print(f"demo caller lines recognised exactly: {sum(r.errors == 0 for r in exact)}/{len(exact)}")
+        return
     report = asyncio.run(measure_wer(language_model=args.lm))
     for r in report.results:
         mark = "  " if r.errors == 0 else f"{r.errors:2d}"
