@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -103,7 +104,7 @@ async def test_reschedule_and_cancel(db: TenantDatabase, make_tenant) -> None:
 
 async def test_book_idempotent_retry_returns_the_same_booking(db: TenantDatabase, make_tenant) -> None:
     tenant = await make_tenant()
-    kwargs = dict(starts_at=NINE, ends_at=NINE + HALF_HOUR, customer_name="Ada", now=NOW)
+    kwargs: dict[str, Any] = dict(starts_at=NINE, ends_at=NINE + HALF_HOUR, customer_name="Ada", now=NOW)
     first = await bookings.book_idempotent(db, tenant.tenant_id, "CA1", **kwargs)
     again = await bookings.book_idempotent(db, tenant.tenant_id, "CA1", **kwargs)
     concurrent = await asyncio.gather(*(bookings.book_idempotent(db, tenant.tenant_id, "CA1", **kwargs)
@@ -139,3 +140,39 @@ async def test_racing_first_attempts_with_one_key_all_get_the_booking(db: Tenant
             db, tenant.tenant_id, f"CArace{round_}", starts_at=start, ends_at=start + HALF_HOUR,
             customer_name="Race", now=NOW) for _ in range(8)))
         assert len({b.id for b in results}) == 1
+
+
+async def test_alternatives_look_exactly_a_week_ahead(db: TenantDatabase, make_tenant) -> None:
+    """Open one half hour on Mondays and Tuesdays: when Monday's is taken, tomorrow's and next Monday's
+    are offered (seven days on), and not next Tuesday's (eight)."""
+    tenant = await make_tenant(business_hours={"mon": [["09:00", "09:30"]], "tue": [["09:00", "09:30"]]})
+    await bookings.create_booking(db, tenant.tenant_id, starts_at=NINE, ends_at=NINE + HALF_HOUR, now=NOW)
+    with pytest.raises(SlotUnavailableError) as refused:
+        await bookings.create_booking(db, tenant.tenant_id, starts_at=NINE, ends_at=NINE + HALF_HOUR, now=NOW)
+    assert refused.value.alternatives == [NINE + timedelta(days=1), NINE + timedelta(days=7)]
+
+
+async def test_a_booking_may_start_right_now(db: TenantDatabase, make_tenant) -> None:
+    tenant = await make_tenant(business_hours={"mon": [["08:00", "12:00"]]})
+    booked = await bookings.create_booking(db, tenant.tenant_id, starts_at=NOW, ends_at=NOW + HALF_HOUR, now=NOW)
+    assert booked.starts_at == NOW
+
+
+async def test_reschedule_without_a_clock_uses_the_real_one(db: TenantDatabase, make_tenant) -> None:
+    tenant = await make_tenant()
+    booked = await bookings.create_booking(db, tenant.tenant_id, starts_at=NINE, ends_at=NINE + HALF_HOUR, now=NOW)
+    later = NINE + 2 * HALF_HOUR  # 2030: in the future by the real clock too
+    moved = await bookings.reschedule_booking(db, tenant.tenant_id, booked.id, starts_at=later,
+                                              ends_at=later + HALF_HOUR)
+    assert moved.starts_at == later
+
+
+async def test_cancelled_bookings_are_left_out_of_lists_unless_asked_for(db: TenantDatabase, make_tenant) -> None:
+    tenant = await make_tenant()
+    kept = await bookings.create_booking(db, tenant.tenant_id, starts_at=NINE, ends_at=NINE + HALF_HOUR, now=NOW)
+    gone = await bookings.create_booking(db, tenant.tenant_id, starts_at=NINE + HALF_HOUR,
+                                         ends_at=NINE + 2 * HALF_HOUR, now=NOW)
+    await bookings.cancel_booking(db, tenant.tenant_id, gone.id)
+    assert [b.id for b in await bookings.list_bookings(db, tenant.tenant_id)] == [kept.id]
+    assert [b.id for b in await bookings.list_bookings(db, tenant.tenant_id, include_cancelled=True)] == [
+        kept.id, gone.id]
