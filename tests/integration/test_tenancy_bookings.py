@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import pytest
 
 from shared.tenancy import bookings
@@ -176,3 +177,36 @@ async def test_cancelled_bookings_are_left_out_of_lists_unless_asked_for(db: Ten
     assert [b.id for b in await bookings.list_bookings(db, tenant.tenant_id)] == [kept.id]
     assert [b.id for b in await bookings.list_bookings(db, tenant.tenant_id, include_cancelled=True)] == [
         kept.id, gone.id]
+
+
+async def test_a_zero_length_booking_is_refused(db: TenantDatabase, make_tenant) -> None:
+    tenant = await make_tenant()
+    with pytest.raises(ValueError, match="must end after it starts"):
+        await bookings.create_booking(db, tenant.tenant_id, starts_at=NINE, ends_at=NINE, now=NOW)
+
+
+async def test_losing_the_slot_between_check_and_insert_is_a_clean_refusal(
+        db: TenantDatabase, make_tenant, admin_dsn: str) -> None:
+    """Another call's booking is written but not committed when ours checks availability: our insert waits
+    on the exclusion constraint, then loses. The caller hears "taken" with alternatives, not an error."""
+    tenant = await make_tenant()
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        async with db.tenant_tx(tenant.tenant_id) as other:
+            await other.execute("INSERT INTO bookings (resource, starts_at, ends_at, customer_name, idempotency_key) "
+                                "VALUES ('default', $1, $2, 'Other caller', 'CAother:key')", NINE, NINE + HALF_HOUR)
+            ours = asyncio.create_task(bookings.create_booking(
+                db, tenant.tenant_id, starts_at=NINE, ends_at=NINE + HALF_HOUR, idempotency_key="CAours:key",
+                now=NOW))
+            for _ in range(5000):  # until our insert waits on the other transaction (pg_stat_activity, no timing)
+                if await admin.fetchval("SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                                        "'voice-agent' AND wait_event_type = 'Lock'") or ours.done():
+                    break
+                await asyncio.sleep(0.002)
+            assert not ours.done()
+        with pytest.raises(SlotUnavailableError) as refused:
+            await ours
+    finally:
+        await admin.close()
+    assert refused.value.reason == "taken" and NINE + HALF_HOUR in refused.value.alternatives
+    assert [b.customer_name for b in await bookings.list_bookings(db, tenant.tenant_id)] == ["Other caller"]
