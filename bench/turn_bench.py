@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 
 import aiohttp
 
-from bench.call_bench import REALISTIC, _pct, _wait_ready, service_env
+from bench.call_bench import REALISTIC, _pct, _proc_cpu_s, _wait_ready, service_env
 from local.call_simulator import SimulatedCall
 from shared.stream_token import mint_stream_token
 from streaming_service.backchannel import is_backchannel
@@ -234,6 +234,7 @@ async def run_scenario(calls: int, rounds: int, hold_clear: bool) -> dict[str, A
     log_path = ROOT / ".bench" / f"turns-{calls}{'-hold' if hold_clear else ''}.log"
     log_path.parent.mkdir(exist_ok=True)
     results = Results()
+    cpu_shares: list[float] = []
     with log_path.open("w") as log_file:
         server = await asyncio.create_subprocess_exec(sys.executable, "-m", "streaming_service", cwd=ROOT, env=env,
                                                       stdout=subprocess.DEVNULL, stderr=log_file)
@@ -242,8 +243,13 @@ async def run_scenario(calls: int, rounds: int, hold_clear: bool) -> dict[str, A
             await _wait_ready(http, port)
             ws_url = f"ws://127.0.0.1:{port}/twilio-stream"
             stagger_s = min(5.0, 0.1 * calls)
+            cpu_before = (_proc_cpu_s(server.pid), _proc_cpu_s(fakes.pid), time.process_time(), time.monotonic())
             await asyncio.gather(*(_one_call(ws_url, http, i, rounds, stagger_s * i / max(1, calls), results)
                                    for i in range(calls)))
+            wall_s = time.monotonic() - cpu_before[3]
+            cpu_shares = [round((_proc_cpu_s(server.pid) - cpu_before[0]) / wall_s, 2),
+                          round((_proc_cpu_s(fakes.pid) - cpu_before[1]) / wall_s, 2),
+                          round((time.process_time() - cpu_before[2]) / wall_s, 2)]
     finally:
         server.terminate()
         await asyncio.wait_for(server.wait(), timeout=30)
@@ -251,7 +257,7 @@ async def run_scenario(calls: int, rounds: int, hold_clear: bool) -> dict[str, A
         stats = json.loads(fakes.stdout.readline() or "{}")
         fakes.wait(timeout=10)
     cleared = results.false_cleared
-    survived = sum(1 for _, ok, _ in cleared) + sum(1 for _, ok in results.false_not_cleared if ok)
+    survived = sum(1 for _, ok, _ in cleared if ok) + sum(1 for _, ok in results.false_not_cleared if ok)
     total = len(cleared) + len(results.false_not_cleared)
     preemptive = _preemptive(log_path)
     tried = preemptive["hits"] + preemptive["misses"]
@@ -259,7 +265,7 @@ async def run_scenario(calls: int, rounds: int, hold_clear: bool) -> dict[str, A
         "calls": calls, "design": "hold clear until words" if hold_clear else "clear at once, resume",
         "false_interruptions": total, "that_cleared": len(cleared),
         "survival_rate": round(survived / total, 3) if total else None,
-        "survival_rate_of_cleared": round(sum(1 for _, ok, _ in cleared) / len(cleared), 3) if cleared else None,
+        "survival_rate_of_cleared": round(sum(1 for _, ok, _ in cleared if ok) / len(cleared), 3) if cleared else None,
         "gap_ms_p50_p95_of_cleared": [_pct([abs(g) for _, _, g in cleared], 0.5),
                                       _pct([abs(g) for _, _, g in cleared], 0.95)],
         "backchannel_turns": stats.get("backchannel_turns"),
@@ -270,6 +276,7 @@ async def run_scenario(calls: int, rounds: int, hold_clear: bool) -> dict[str, A
         "preemptive_hit_rate": round(preemptive["hits"] / tried, 3) if tried else "not measured (none reported)",
         "lost": [(label, gap) for label, ok, gap in cleared if not ok][:8],
         "errors": len(results.errors), "first_error": results.errors[0] if results.errors else "",
+        "cpu_share_service_fakes_callers": cpu_shares,
     }
     return row
 

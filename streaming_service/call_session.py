@@ -151,6 +151,7 @@ class CallSession:
 
     async def _greet(self, greeting: str) -> None:
         await self._speak_fixed(greeting)
+        self._reply_audio_started = False  # what follows makes no sound: only the greeting's marks are pending
         await self._prewarm_phrases()
 
     async def _start_recording(self) -> None:
@@ -494,8 +495,10 @@ class CallSession:
         metrics.mark_first_frame(now)
         self._reply_audio_started = True
         self.state = "speaking"
-        self.playback.frame_sent(sentence, len(frame), now)
+        position_mark = self.playback.frame_sent(sentence, len(frame), now)
         await self._send(wire.media_message(self.call.stream_sid, frame))
+        if position_mark is not None:
+            await self._send(wire.mark_message(self.call.stream_sid, position_mark))
 
     async def _send_mark(self, sentence: SpokenSentence) -> None:
         sentence.mark_sent = True
@@ -562,9 +565,11 @@ class CallSession:
                 break
             if sentence.sent_bytes < len(sentence.audio):
                 frame = bytes(sentence.audio[sentence.sent_bytes : sentence.sent_bytes + FRAME_BYTES])
-                self.playback.frame_sent(sentence, len(frame))
+                position_mark = self.playback.frame_sent(sentence, len(frame))
                 self._reply_audio_started = True
                 await self._send(wire.media_message(self.call.stream_sid, frame))
+                if position_mark is not None:
+                    await self._send(wire.mark_message(self.call.stream_sid, position_mark))
             else:
                 await self._send_mark(sentence)
 

@@ -3,8 +3,9 @@
 Twilio plays our audio in order, at real time, from the moment it arrives, and echoes a mark when the
 audio before it has played. We send ahead of playback, so the position is modelled from the clock:
 each frame starts playing when the one before it has finished (or when it was sent, if the buffer had
-run dry). A returning mark re-aligns the model by half its lateness (the echo travelled back over the
-same network the audio went out on).
+run dry). Every returning mark re-aligns the model: the audio before it finished when the echo came
+back. Besides the mark after each sentence, a position mark goes out after every second of audio, so
+the model is never more than a second of audio away from Twilio's own account.
 
 After a `clear` Twilio echoes every pending mark at once, so echoes of cleared marks do not count.
 Every sentence keeps its audio, so a reply paused by a suspected interruption can be sent again from
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from shared.audio.mulaw import BYTES_PER_MS, FRAME_BYTES
 
 _BYTES_PER_S = BYTES_PER_MS * 1000
+POSITION_MARK_BYTES = _BYTES_PER_S  # a position mark after every second of a sentence's audio
 
 
 @dataclass
@@ -53,6 +55,7 @@ class PlaybackTracker:
     _counter: int = 0
     _plays: list[_Play] = field(default_factory=list)
     _buffer_end: float = 0.0  # modelled time Twilio's buffer runs dry
+    _position_marks: dict[str, _Play] = field(default_factory=dict)
 
     def begin_sentence(self, text: str, now: float | None = None) -> SpokenSentence:
         sentence = SpokenSentence(mark=self._new_mark(), text=text, first_sent_at=now)
@@ -60,41 +63,53 @@ class PlaybackTracker:
         self._by_mark[sentence.mark] = sentence
         return sentence
 
-    def frame_sent(self, sentence: SpokenSentence, size: int, now: float | None = None) -> None:
-        """`size` bytes of `sentence.audio` from `sentence.sent_bytes` are going to Twilio now."""
+    def frame_sent(self, sentence: SpokenSentence, size: int, now: float | None = None) -> str | None:
+        """`size` bytes of `sentence.audio` from `sentence.sent_bytes` are going to Twilio now. Returns the
+        name of a position mark to send right after them, when one is due."""
         now = time.monotonic() if now is None else now
         if sentence.first_sent_at is None:
             sentence.first_sent_at = now
         start = max(now, self._buffer_end)
-        self._plays.append(_Play(sentence, sentence.sent_bytes, size, start))
+        play = _Play(sentence, sentence.sent_bytes, size, start)
+        self._plays.append(play)
         self._buffer_end = start + size / _BYTES_PER_S
-        sentence.sent_bytes += size
+        before, sentence.sent_bytes = sentence.sent_bytes, sentence.sent_bytes + size
+        if before // POSITION_MARK_BYTES == sentence.sent_bytes // POSITION_MARK_BYTES:
+            return None
+        name = self._new_mark("p")
+        self._position_marks[name] = play
+        return name
 
     def on_mark(self, name: str, now: float | None = None) -> SpokenSentence | None:
         """Twilio echoed a mark: return the sentence it completes, or None if it doesn't count."""
         if name in self._cleared:
             self._cleared.discard(name)
             return None
+        now = time.monotonic() if now is None else now
+        position = self._position_marks.pop(name, None)
+        if position is not None:
+            self._realign(position, now)
+            return None
         sentence = self._by_mark.pop(name, None)
         if sentence is None:
             return None
-        now = time.monotonic() if now is None else now
         sentence.heard = True
         self._last_heard_at = now
-        self._realign(sentence, now)
+        last = [p for p in self._plays if p.sentence is sentence]
+        if last:
+            self._realign(last[-1], now)
         return sentence
 
-    def _realign(self, sentence: SpokenSentence, echoed_at: float) -> None:
-        ends = [p.start_at + p.size / _BYTES_PER_S for p in self._plays if p.sentence is sentence]
-        if not ends:
+    def _realign(self, played: _Play, echoed_at: float) -> None:
+        """The echo of a mark sent right after `played` came back: it finished playing by then."""
+        index = next((i for i, p in enumerate(self._plays) if p is played), None)
+        if index is None:
             return
-        late_s = (echoed_at - ends[-1]) / 2
-        last = max(i for i, p in enumerate(self._plays) if p.sentence is sentence)
-        del self._plays[: last + 1]  # played for certain: no longer needed for the position
-        if late_s > 0:
-            for play in self._plays:
-                play.start_at += late_s
-            self._buffer_end += late_s
+        shift_s = echoed_at - (played.start_at + played.size / _BYTES_PER_S)
+        del self._plays[: index + 1]  # played for certain: no longer needed for the position
+        for play in self._plays:
+            play.start_at += shift_s
+        self._buffer_end += shift_s
 
     @property
     def pending(self) -> bool:
@@ -127,6 +142,8 @@ class PlaybackTracker:
                 self._by_mark[sentence.mark] = sentence
         self._plays.clear()
         self._buffer_end = now
+        self._cleared.update(self._position_marks)  # echoed at once after the clear: they mean nothing
+        self._position_marks.clear()
 
     def unheard(self) -> list[SpokenSentence]:
         return [s for s in self._sentences if not s.heard]
@@ -176,6 +193,8 @@ class PlaybackTracker:
         self._by_mark.clear()
         self._sentences.clear()
         self._plays.clear()
+        self._cleared.update(self._position_marks)
+        self._position_marks.clear()
         return spoken, " ".join(p for p in heard_parts if p)
 
     def drop(self, sentence: SpokenSentence) -> None:
@@ -190,6 +209,6 @@ class PlaybackTracker:
         """A reply finished playing in full; start the next reply's accounting afresh."""
         self._sentences = [s for s in self._sentences if not s.heard]
 
-    def _new_mark(self) -> str:
+    def _new_mark(self, prefix: str = "s") -> str:
         self._counter += 1
-        return f"s{self._counter}"
+        return f"{prefix}{self._counter}"

@@ -71,16 +71,32 @@ def test_pause_rewinds_to_the_frame_the_caller_was_hearing_from_the_clock():
     assert t.unheard() == [b] and t.pending  # b waits under a fresh mark
 
 
-def test_a_late_mark_echo_realigns_the_position_by_half_its_lateness():
+def test_a_late_mark_echo_realigns_the_position():
     t = PlaybackTracker()
     a = t.begin_sentence("One.")
     frames_of(t, a, 50, at=0.0)
     a.mark_sent = True
     b = t.begin_sentence("Two.")
     frames_of(t, b, 50, at=0.0)
-    t.on_mark(a.mark, now=1.2)  # predicted end 1.0: the audio started 0.1 s late
-    t.pause(now=1.6)  # b started at 1.1: 0.5 s heard
-    assert b.heard_bytes == 25 * 160
+    t.on_mark(a.mark, now=1.2)  # predicted end 1.0: the player is 0.2 s behind the clock
+    t.pause(now=1.6)  # so b started at 1.2: 0.4 s heard
+    assert b.heard_bytes == 20 * 160
+
+
+def test_position_marks_every_second_keep_a_long_sentence_in_step():
+    t = PlaybackTracker()
+    a = t.begin_sentence("A long sentence of three seconds.")
+    marks = []
+    for _ in range(150):
+        a.audio += b"\x00" * 160
+        marks.append(t.frame_sent(a, 160, now=0.0))
+    position = [m for m in marks if m is not None]
+    assert len(position) == 3  # after each second of audio
+    t.on_mark(position[0], now=1.5)  # the first second finished playing half a second late
+    assert t.pending  # a position mark completes nothing
+    t.pause(now=2.0)
+    assert a.heard_bytes == 8000 * 3 // 2  # 1.5 s heard, not the 2.0 s the clock alone would say
+    assert t.on_mark(position[1], now=2.01) is None  # echoed after the clear: ignored
 
 
 def test_marks_of_paused_sentences_are_renamed_and_old_echoes_ignored():
