@@ -155,7 +155,7 @@ async def build_local_stack(settings: Settings, port: int, data_folder: Path | N
     await ensure_demo_api_key(admin_dsn, demo_tenant_id, folder)
     engines = build_engines(settings, data)
     app = create_app(settings, engines, recorder=data.recorder, tenant_settings=data.tenant_settings(),
-                     stream_claims=data.stream_claims(), capacity=data.capacity(settings))
+                     stream_claims=data.stream_claims(), capacity=data.capacity(settings), data=data)
     data.mount_tenant_api(app)
     _mount_lambdas(app, settings, app_dsn, redis_url, local)
     from local.web_phone import mount_web_phone  # /phone and /calls: local operator pages only

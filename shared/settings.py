@@ -107,7 +107,8 @@ class Settings(BaseSettings):
     # Vendors: keys and base URLs (every vendor can be pointed at another host).
     deepgram_api_key: SecretStr | None = None
     deepgram_base_url: str = "wss://api.deepgram.com"
-    deepgram_model: str = "nova-3"
+    deepgram_model: str = "nova-3"  # "flux-general-en": Deepgram Flux (/v2/listen), its own end-of-turn
+    deepgram_language: str = ""  # e.g. "es", "multi"; empty: the model's default (English)
     elevenlabs_api_key: SecretStr | None = None
     elevenlabs_base_url: str = "https://api.elevenlabs.io"
     elevenlabs_model: str = "eleven_flash_v2_5"
@@ -144,6 +145,9 @@ class Settings(BaseSettings):
     twilio_auth_token: SecretStr | None = None
     stream_token_secret: SecretStr | None = None
     stream_token_ttl_s: int = 300
+    # Data key(s) for tenants' own vendor keys (shared/tenancy/vendor_secrets.py): comma-separated, the first
+    # encrypts. Unset: derived from STREAM_TOKEN_SECRET.
+    tenant_secrets_key: SecretStr | None = None
     # Operational pages (/websocket-status, /websocket-metrics, the local /phone and /calls): a bearer token;
     # unset, they are served to direct loopback requests only (streaming_service/operator_access.py).
     operator_token: SecretStr | None = None
@@ -188,7 +192,7 @@ class Settings(BaseSettings):
                 f"{self.db_name}?sslmode=require")
 
     def secret(self, name: Literal["twilio_auth_token", "stream_token_secret", "tool_proxy_secret",
-                                   "operator_token"]) -> str:
+                                   "operator_token", "tenant_secrets_key"]) -> str:
         value: SecretStr | None = getattr(self, name)
         return value.get_secret_value() if value else ""
 

@@ -29,7 +29,7 @@ async def run(settings: Settings) -> int:
     app = create_app(settings, engines, recorder=data.recorder if data else None,
                      tenant_settings=data.tenant_settings() if data else None, telemetry=telemetry,
                      stream_claims=data.stream_claims() if data else None,
-                     capacity=data.capacity(settings) if data and settings.redis_url else None)
+                     capacity=data.capacity(settings) if data and settings.redis_url else None, data=data)
     if data is not None:
         data.mount_tenant_api(app)
     try:

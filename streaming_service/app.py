@@ -16,6 +16,7 @@ from aiohttp import web
 from shared.settings import Settings
 from streaming_service.call_recorder import CallRecorder, LoggingCallRecorder
 from streaming_service.call_session import Engines
+from streaming_service.data_layer import ServiceData
 from streaming_service.engines.factory import CallEngineFactory
 from streaming_service.fleet_capacity import ServiceCapacity
 from streaming_service.operator_access import require_operator
@@ -87,9 +88,10 @@ async def _telemetry_lifetime(app: web.Application) -> AsyncIterator[None]:
 def create_app(settings: Settings, engines: Engines, recorder: CallRecorder | None = None,
                tenant_settings: TenantSettingsLookup | None = None,
                telemetry: ServiceTelemetry | None = None, stream_claims: StreamClaims | None = None,
-               capacity: ServiceCapacity | None = None) -> web.Application:
+               capacity: ServiceCapacity | None = None, data: ServiceData | None = None) -> web.Application:
     """`stream_claims`: shared through the service's Redis when it has one, else held in this process.
-    `capacity`: vendor budgets and fleet heartbeats through that Redis (None: no limits counted)."""
+    `capacity`: vendor budgets and fleet heartbeats through that Redis (None: no limits counted).
+    `data`: where tenants' own vendor keys are read (None: every call uses the platform's accounts)."""
     app = web.Application(client_max_size=settings.max_ws_message_bytes)
     app[CLAIMS] = stream_claims or StreamClaims()
     app[PENDING] = PendingSockets(settings.stream_admission.max_pending_per_address)
@@ -97,7 +99,7 @@ def create_app(settings: Settings, engines: Engines, recorder: CallRecorder | No
                                 tenant_settings=tenant_settings or no_tenant_settings,
                                 telemetry=telemetry or ServiceTelemetry.from_settings(settings),
                                 capacity=capacity,
-                                call_engines=CallEngineFactory(settings, engines, capacity).for_call)
+                                call_engines=CallEngineFactory(settings, engines, capacity, data).for_call)
     app.cleanup_ctx.append(_telemetry_lifetime)
     app.router.add_get("/", health)
     app.router.add_get("/ready", ready)

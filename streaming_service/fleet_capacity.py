@@ -39,14 +39,16 @@ class ServiceCapacity:
         self.task_id = task_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.accounts_seen: dict[str, VendorAccount] = {}
 
-    async def accounts(self, tenant_id: str, tenant_settings: dict[str, Any]) -> dict[Vendor, VendorAccount]:
-        own: frozenset[str] = frozenset()
-        if self.directory is not None:
+    async def accounts(self, tenant_id: str, tenant_settings: dict[str, Any],
+                       own: frozenset[str] | None = None) -> dict[Vendor, VendorAccount]:
+        """`own`: the vendors the call uses the tenant's own key for (None: ask the directory)."""
+        if own is None and self.directory is not None:
             try:
                 own = await self.directory.own_vendors(UUID(tenant_id))
             except Exception as exc:  # a tenant we cannot read: the platform's accounts
                 log.warning("own vendor accounts unknown", extra={"error": type(exc).__name__})
-        accounts = tenant_accounts(tenant_id, TenantSettings.from_json(tenant_settings), own, self.options)
+        accounts = tenant_accounts(tenant_id, TenantSettings.from_json(tenant_settings), own or frozenset(),
+                                   self.options)
         for account in accounts.values():
             self.accounts_seen[f"{account.label}:{account.resource}"] = account
         return accounts

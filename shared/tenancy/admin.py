@@ -18,6 +18,7 @@ import asyncpg
 
 from shared.tenancy.directory import TenantDirectory
 from shared.tenancy.models import JSON_SETTINGS_FIELDS, SETTINGS_FIELDS, TenantProfile
+from shared.tenancy.vendor_secrets import VENDOR_NAMES
 
 E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 SLUG = re.compile(r"^[a-z][a-z0-9_]{1,39}$")
@@ -124,6 +125,36 @@ class TenantAdmin:
                 await self.directory.invalidate_tenant(tenant_id, numbers)
         profile = await self.conn.fetchval("SELECT public.tenant_profile_json($1)", tenant_id)
         return TenantProfile.from_json(profile) if profile else None
+
+    async def set_vendor_key(self, tenant_id: UUID, vendor: str, ciphertext: str | None) -> None:
+        """Store (or, with None, remove) a tenant's own key for one vendor, already encrypted
+        (shared/tenancy/vendor_secrets.py); the next call uses it: the cached copy is dropped."""
+        if vendor not in VENDOR_NAMES:
+            raise AdminError(f"vendor must be one of {', '.join(VENDOR_NAMES)}")
+        async with self._owner_tx() as conn:
+            if ciphertext is None:
+                await conn.execute("DELETE FROM public.tenant_vendor_secrets WHERE tenant_id = $1 AND vendor = $2",
+                                   tenant_id, vendor)
+            else:
+                updated = await conn.execute(
+                    """INSERT INTO public.tenant_vendor_secrets (tenant_id, vendor, ciphertext)
+                       SELECT id, $2, $3 FROM public.tenants WHERE id = $1
+                       ON CONFLICT (tenant_id, vendor) DO UPDATE SET ciphertext = EXCLUDED.ciphertext,
+                                                                    updated_at = now()""",
+                    tenant_id, vendor, ciphertext)
+                if updated == "INSERT 0 0":
+                    raise AdminError(f"no tenant {tenant_id}")
+            numbers = [r["e164"] for r in await conn.fetch(
+                "SELECT e164 FROM public.phone_numbers WHERE tenant_id = $1", tenant_id)]
+        if self.directory:
+            await self.directory.invalidate_tenant(tenant_id, numbers)
+
+    async def vendor_keys_set(self, tenant_id: UUID) -> list[dict[str, Any]]:
+        """Which vendors have a key and since when: never the key."""
+        rows = await self.conn.fetch(
+            "SELECT vendor, updated_at FROM public.tenant_vendor_secrets WHERE tenant_id = $1 ORDER BY vendor",
+            tenant_id)
+        return [{"vendor": r["vendor"], "updated_at": r["updated_at"].isoformat()} for r in rows]
 
     async def create_api_key(self, tenant_id: UUID, label: str = "") -> str:
         """Returns the key itself, once; only its hash is stored."""

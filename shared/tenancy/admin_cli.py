@@ -1,10 +1,12 @@
-"""`voice-agent db migrate | tenants create|list | numbers add | settings set | keys create`."""
+"""`voice-agent db migrate | tenants create|list | numbers add | settings set | keys create |
+vendor-keys set|rotate|clear|list`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -14,9 +16,10 @@ from shared.tenancy.admin import AdminError, TenantAdmin
 from shared.tenancy.cache import JsonCache
 from shared.tenancy.database import TenantDatabase
 from shared.tenancy.directory import TenantDirectory
-from shared.tenancy.embedded import app_dsn, resolve_database_dsn, server_redis_url
+from shared.tenancy.embedded import app_dsn, data_dir, resolve_database_dsn, server_redis_url
 from shared.tenancy.migrate import MigrationError, apply_migrations
 from shared.tenancy.models import JSON_SETTINGS_FIELDS
+from shared.tenancy.vendor_secrets import VENDOR_NAMES, VendorKeyError, cipher_for_admin
 
 AdminAction = Callable[[TenantAdmin, argparse.Namespace], Awaitable[int]]
 
@@ -109,6 +112,38 @@ async def _keys_create(admin: TenantAdmin, args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_vendor_key(args: argparse.Namespace) -> str:
+    """From an environment variable or stdin, never from the command line (ps and shell history keep it)."""
+    key = os.environ.get(args.from_env, "") if args.from_env else sys.stdin.readline()
+    key = key.strip()
+    if not key:
+        raise AdminError("no key given (pipe it on stdin, or --from-env VAR)")
+    return key
+
+
+async def _vendor_keys_set(admin: TenantAdmin, args: argparse.Namespace) -> int:
+    try:
+        cipher = cipher_for_admin(Settings(), data_dir() / "local-secrets.json")
+    except VendorKeyError as exc:
+        raise AdminError(str(exc)) from None
+    tenant = await admin.tenant_id(args.tenant)
+    await admin.set_vendor_key(tenant, args.vendor, cipher.encrypt(_read_vendor_key(args)))
+    print(f"{args.vendor} key stored for {args.tenant} (encrypted); the next call uses it")
+    return 0
+
+
+async def _vendor_keys_clear(admin: TenantAdmin, args: argparse.Namespace) -> int:
+    await admin.set_vendor_key(await admin.tenant_id(args.tenant), args.vendor, None)
+    print(f"{args.vendor} key cleared for {args.tenant}; its calls use the platform's account")
+    return 0
+
+
+async def _vendor_keys_list(admin: TenantAdmin, args: argparse.Namespace) -> int:
+    for row in await admin.vendor_keys_set(await admin.tenant_id(args.tenant)):
+        print(f"{row['vendor']:<12} set {row['updated_at']}")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     def group(name: str, help_text: str) -> argparse._SubParsersAction[argparse.ArgumentParser]:
         parser = subparsers.add_parser(name, help=help_text)
@@ -138,6 +173,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     settings_set.add_argument("tenant", help="slug or id")
     settings_set.add_argument("assignments", nargs="+", metavar="name=value",
                               help="JSON for prompt_overrides, toolbox, business_hours; empty value clears")
+
+    vendor_keys = group("vendor-keys", "a tenant's own Deepgram / ElevenLabs / OpenAI keys (stored encrypted)")
+    for action, help_text in (("set", "store the tenant's key for a vendor (read from stdin or --from-env)"),
+                              ("rotate", "replace it; the next call uses the new key")):
+        parser = leaf(vendor_keys, action, help_text, _run(_vendor_keys_set))
+        parser.add_argument("tenant", help="slug or id")
+        parser.add_argument("vendor", choices=VENDOR_NAMES)
+        parser.add_argument("--from-env", metavar="VAR", help="read the key from this environment variable")
+    clear = leaf(vendor_keys, "clear", "remove it: the platform's account again", _run(_vendor_keys_clear))
+    clear.add_argument("tenant", help="slug or id")
+    clear.add_argument("vendor", choices=VENDOR_NAMES)
+    listed = leaf(vendor_keys, "list", "which vendors have a key (never the key)", _run(_vendor_keys_list))
+    listed.add_argument("tenant", help="slug or id")
 
     key = leaf(group("keys", "tenant API keys"), "create", "create an API key (printed once)", _run(_keys_create))
     key.add_argument("tenant", help="slug or id")

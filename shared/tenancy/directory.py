@@ -46,16 +46,21 @@ class TenantDirectory:
         return profile
 
     def _vendors_key(self, tenant_id: UUID) -> str:
-        return self.cache.tenant_key(tenant_id, "own_vendors")
+        return self.cache.tenant_key(tenant_id, "vendor_keys")
 
-    async def own_vendors(self, tenant_id: UUID) -> frozenset[str]:
-        """Which vendors the tenant brought its own key for (names only: keys are never cached)."""
+    async def vendor_ciphertexts(self, tenant_id: UUID) -> dict[str, str]:
+        """The tenant's own vendor keys, encrypted (shared/tenancy/vendor_secrets.py); only ciphertext is
+        cached. Dropped with the profile on any change, so a rotated key reaches the next call."""
         cached = await self.cache.get_json(self._vendors_key(tenant_id))
         if cached is not None:
-            return frozenset(cached)
-        names = sorted(await self.db.tenant_vendor_ciphertexts(tenant_id))
-        await self.cache.set_json(self._vendors_key(tenant_id), names)
-        return frozenset(names)
+            return dict(cached)
+        ciphertexts = await self.db.tenant_vendor_ciphertexts(tenant_id)
+        await self.cache.set_json(self._vendors_key(tenant_id), ciphertexts)
+        return ciphertexts
+
+    async def own_vendors(self, tenant_id: UUID) -> frozenset[str]:
+        """Which vendors the tenant brought its own key for."""
+        return frozenset(await self.vendor_ciphertexts(tenant_id))
 
     def _tool_list_key(self, tenant_id: UUID) -> str:
         # The streaming service's cached MCP tool list (streaming_service/agents/tenant_tools.py): it is

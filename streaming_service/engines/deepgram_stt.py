@@ -22,6 +22,7 @@ from deepgram import AsyncDeepgramClient, DeepgramClientEnvironment
 from deepgram.core.api_error import ApiError
 from deepgram.listen.v1.socket_client import AsyncV1SocketClient
 from deepgram.listen.v1.types import ListenV1Error, ListenV1Results, ListenV1SpeechStarted, ListenV1UtteranceEnd
+from deepgram.listen.v2.types import ListenV2TurnInfo
 
 from shared.audio.mulaw import BYTES_PER_MS, SAMPLE_RATE
 from shared.settings import Settings
@@ -202,15 +203,26 @@ class DeepgramStream(SpeechToTextStream):
         connected_at, self._connected_at = self._connected_at, None
         return connected_at is not None and (self._heard_back or now - connected_at >= 2.0)
 
+    @property
+    def _flux(self) -> bool:
+        return self._settings.deepgram_model.startswith("flux")
+
     async def _connect_and_serve(self) -> None:
         endpointing = self._settings.endpointing
         stack = contextlib.AsyncExitStack()
         async with asyncio.timeout(self._options.connect_timeout_s):
-            conn = await stack.enter_async_context(self._client.listen.v1.connect(
-                model=self._settings.deepgram_model, encoding="mulaw", sample_rate=SAMPLE_RATE, channels=1,
-                interim_results=True, endpointing=endpointing.stt_endpointing_ms,
-                utterance_end_ms=endpointing.utterance_end_ms, vad_events=True, smart_format=True,
-                punctuate=True))
+            if self._flux:
+                # Flux (/v2/listen): the model ends turns itself (EndOfTurn), so no endpointing parameters.
+                # Not used yet: EagerEndOfTurn (for preemptive generation) and eot_threshold tuning.
+                conn: Any = await stack.enter_async_context(self._client.listen.v2.connect(
+                    model=self._settings.deepgram_model, encoding="mulaw", sample_rate=SAMPLE_RATE))
+            else:
+                language = {"language": self._settings.deepgram_language} if self._settings.deepgram_language else {}
+                conn = await stack.enter_async_context(self._client.listen.v1.connect(
+                    model=self._settings.deepgram_model, encoding="mulaw", sample_rate=SAMPLE_RATE, channels=1,
+                    interim_results=True, endpointing=endpointing.stt_endpointing_ms,
+                    utterance_end_ms=endpointing.utterance_end_ms, vad_events=True, smart_format=True,
+                    punctuate=True, **language))
         # Resend everything not yet final; the new connection's time 0 is the oldest kept byte.
         self._conn_base = self._sent_upto = self._buf_start
         self._unanswered_since = None
@@ -271,7 +283,10 @@ class DeepgramStream(SpeechToTextStream):
         while not self._closing:
             idle = time.monotonic() - self._last_send
             if idle >= interval:
-                await conn.send_keep_alive()
+                if self._flux:  # /v2/listen has no KeepAlive message: 20 ms of mu-law silence
+                    await conn.send_media(b"\xff" * 160)
+                else:
+                    await conn.send_keep_alive()
                 self._last_send = time.monotonic()
                 idle = 0.0
             await asyncio.sleep(interval - idle)
@@ -288,7 +303,9 @@ class DeepgramStream(SpeechToTextStream):
         async for message in conn:
             self._unanswered_since = None
             self._heard_back = True
-            if isinstance(message, ListenV1Results):
+            if isinstance(message, ListenV2TurnInfo):
+                self._on_turn_info(message)
+            elif isinstance(message, ListenV1Results):
                 self._on_results(message)
             elif isinstance(message, ListenV1SpeechStarted):
                 at = self._conn_base + int((message.timestamp or 0.0) * SAMPLE_RATE)
@@ -319,6 +336,21 @@ class DeepgramStream(SpeechToTextStream):
                 self._emit(TranscriptEvent(TranscriptKind.FINAL, text, bool(message.speech_final)))
         elif text:
             self._emit(TranscriptEvent(TranscriptKind.INTERIM, text))
+
+    def _on_turn_info(self, message: ListenV2TurnInfo) -> None:
+        """Flux: StartOfTurn opens a turn (barge-in), Update carries interim words, EndOfTurn closes the turn
+        (instead of endpointing). EagerEndOfTurn and TurnResumed are not used yet."""
+        text = (message.transcript or "").strip()
+        if message.event == "StartOfTurn":
+            self._emit(TranscriptEvent(TranscriptKind.SPEECH_STARTED))
+        elif message.event == "Update" and text:
+            self._emit(TranscriptEvent(TranscriptKind.INTERIM, text))
+        elif message.event == "EndOfTurn":
+            # The turn's audio is transcribed for good: stop keeping it for a resend.
+            del self._buf[: self._sent_upto - self._buf_start]
+            self._buf_start = self._sent_upto
+            if text:
+                self._emit(TranscriptEvent(TranscriptKind.FINAL, text, True))
 
     def _emit(self, event: TranscriptEvent) -> None:
         if not self._finished:

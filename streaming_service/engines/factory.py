@@ -7,11 +7,17 @@ Heavy engine modules are imported only when chosen.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from pydantic import SecretStr
 
 from shared.settings import Settings
 from streaming_service.call_session import Engines
 from streaming_service.engines.base import AgentRuntime, CallContext, SpeechToText, TextToSpeech
+
+log = logging.getLogger("voice_agent.engines")
 
 if TYPE_CHECKING:
     from streaming_service.data_layer import ServiceData
@@ -87,26 +93,104 @@ def offline_engines(engines: Engines) -> Engines:
 
 
 class CallEngineFactory:
-    """Engines for one call: the process's engines (the platform's vendor accounts), each vendor engine
-    holding a slot of its account's budget while it works (streaming_service/engines/vendor_capacity.py),
-    or their offline twins when the webhook answered the call in `offline` capacity mode."""
+    """Engines for one call, built from its tenant's settings at the call's start:
 
-    def __init__(self, settings: Settings, engines: Engines, capacity: ServiceCapacity | None) -> None:
+    - the tenant's own vendor accounts where it brought keys (shared/tenancy/vendor_secrets.py), with its
+      models (`stt_model`, `tts_model`, `llm_model`) and language; the platform's accounts otherwise. Engines
+      are kept per (vendor, key fingerprint, model), so a rotated key builds new ones on the next call and a
+      key in use keeps its pooled connections;
+    - each vendor engine holding a slot of its account's budget while it works
+      (streaming_service/engines/vendor_capacity.py);
+    - or the offline twins when the webhook answered the call in `offline` capacity mode."""
+
+    MAX_TENANT_ENGINES = 256
+
+    def __init__(self, settings: Settings, engines: Engines, capacity: ServiceCapacity | None,
+                 data: ServiceData | None = None) -> None:
         self.settings = settings
         self.engines = engines
         self.capacity = capacity
+        self.data = data
+        self._tenant_engines: dict[tuple[str, ...], Any] = {}
+        from shared.tenancy.vendor_secrets import cipher_from_settings
+
+        self._cipher = cipher_from_settings(settings)
+
+    async def _tenant_keys(self, call: CallContext) -> dict[str, str]:
+        if self.data is None or not call.tenant_id:
+            return {}
+        from uuid import UUID
+
+        from shared.tenancy.vendor_secrets import decrypt_all
+
+        try:
+            ciphertexts = await self.data.directory.vendor_ciphertexts(UUID(call.tenant_id))
+        except Exception as exc:  # no database: the platform's accounts
+            log.warning("tenant vendor keys unavailable", extra={"error": type(exc).__name__})
+            return {}
+        return {vendor: key.value for vendor, key in decrypt_all(self._cipher, ciphertexts, call.tenant_id).items()}
+
+    def _kept(self, identity: tuple[str, ...], build: Callable[[], Any]) -> Any:
+        engine = self._tenant_engines.get(identity)
+        if engine is None:
+            if len(self._tenant_engines) >= self.MAX_TENANT_ENGINES:
+                self._tenant_engines.pop(next(iter(self._tenant_engines)))
+            engine = self._tenant_engines[identity] = build()
+        return engine
+
+    def _tenant_base(self, keys: dict[str, str], tenant: dict[str, Any]) -> Engines:
+        """The process's engines, with the tenant's own account (or model, or language) where it has one."""
+        base, settings = self.engines, self.settings
+        stt_model, tts_model, llm_model = (tenant.get("stt_model"), tenant.get("tts_model"), tenant.get("llm_model"))
+        language = tenant.get("language") or ""
+        stt, stt_fallback, tts, agent = base.stt, base.stt_fallback, base.tts, base.agent
+        deepgram_key = keys.get("deepgram") or (settings.deepgram_api_key.get_secret_value()
+                                                if settings.deepgram_api_key else "")
+        wants_deepgram = "deepgram" in keys or (base.stt_fallback is not None and (stt_model or language != "en"))
+        if wants_deepgram and deepgram_key and settings.stt_engine != "offline":
+            tenant_settings = settings.model_copy(update={
+                "deepgram_api_key": SecretStr(deepgram_key), "deepgram_model": stt_model or settings.deepgram_model,
+                "deepgram_language": language if language and language != "en" else settings.deepgram_language})
+            from streaming_service.engines.deepgram_stt import DeepgramSpeechToText
+
+            stt = self._kept(("deepgram", _fingerprint(deepgram_key), tenant_settings.deepgram_model,
+                              tenant_settings.deepgram_language), lambda: DeepgramSpeechToText(tenant_settings))
+            stt_fallback = base.stt_fallback or _offline_stt()
+        eleven_key = keys.get("elevenlabs") or (settings.elevenlabs_api_key.get_secret_value()
+                                                if settings.elevenlabs_api_key else "")
+        if ("elevenlabs" in keys or (tts_model and hasattr(base.tts, "backup"))) and eleven_key \
+                and settings.tts_engine != "offline":
+            tenant_settings = settings.model_copy(update={
+                "elevenlabs_api_key": SecretStr(eleven_key),
+                "elevenlabs_model": tts_model or settings.elevenlabs_model})
+            from streaming_service.engines.elevenlabs_tts import ElevenLabsTextToSpeech
+            from streaming_service.engines.fallback_tts import FallbackTextToSpeech
+
+            primary = self._kept(("elevenlabs", _fingerprint(eleven_key), tenant_settings.elevenlabs_model),
+                                 lambda: ElevenLabsTextToSpeech(tenant_settings))
+            tts = FallbackTextToSpeech(primary, getattr(base.tts, "backup", None) or _offline_tts())
+        openai_key = keys.get("openai") or (settings.openai_api_key.get_secret_value()
+                                            if settings.openai_api_key else "")
+        if ("openai" in keys or (llm_model and hasattr(base.agent, "offline"))) and openai_key \
+                and settings.agent_engine != "offline":
+            tenant_settings = settings.model_copy(update={
+                "openai_api_key": SecretStr(openai_key), "openai_model": llm_model or settings.openai_model})
+            agent = self._kept(("openai", _fingerprint(openai_key), tenant_settings.openai_model),
+                               lambda: build_agent(tenant_settings, self.data))
+        return Engines(stt=stt, tts=tts, agent=agent, stt_fallback=stt_fallback)
 
     async def for_call(self, call: CallContext, capacity_mode: str = "") -> Engines:
         if capacity_mode == "offline":
             return offline_engines(self.engines)
+        keys = await self._tenant_keys(call)
+        base = self._tenant_base(keys, call.tenant_settings) if (keys or call.tenant_settings) else self.engines
         if self.capacity is None:
-            return self.engines
+            return base
         from streaming_service.engines.fallback_tts import FallbackTextToSpeech
         from streaming_service.engines.vendor_capacity import LeasedSpeechToText, LeasedTextToSpeech
 
-        accounts = await self.capacity.accounts(call.tenant_id, call.tenant_settings)
+        accounts = await self.capacity.accounts(call.tenant_id, call.tenant_settings, frozenset(keys))
         options, ledger = self.settings.capacity, self.capacity.ledger
-        base = self.engines
         stt = base.stt
         if base.stt_fallback is not None:  # a vendor recogniser
             stt = LeasedSpeechToText(base.stt, ledger, accounts["deepgram"],
@@ -118,3 +202,10 @@ class CallEngineFactory:
                                                           first_byte_budget_ms=options.tts_first_byte_budget_ms),
                                        tts.backup)
         return Engines(stt=stt, tts=tts, agent=base.agent, stt_fallback=base.stt_fallback)
+
+
+def _fingerprint(key: str) -> str:
+    """Engines are kept per key without keeping the key itself as a dictionary key in plain sight."""
+    import hashlib
+
+    return hashlib.sha256(key.encode()).hexdigest()[:16]

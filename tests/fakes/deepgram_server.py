@@ -39,6 +39,8 @@ class ConnectionRecord:
     close_code: int | None = None
     muted: bool = False  # stalled: reads everything, answers nothing
     sent: list[dict[str, Any]] = field(default_factory=list)
+    flux: bool = False  # /v2/listen: Flux's TurnInfo events instead of Results
+    turn_index: int = 0
 
 
 class _Recogniser:
@@ -197,6 +199,7 @@ class FakeDeepgram:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/v1/listen", self._listen)
+        app.router.add_get("/v2/listen", self._listen)  # Flux: turn-taking in the model
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -263,7 +266,9 @@ class FakeDeepgram:
         if query.get("encoding") != "mulaw" or query.get("sample_rate") != "8000":
             return web.Response(status=400, text="Bad Request: expected encoding=mulaw&sample_rate=8000")
         ws = web.WebSocketResponse(autoping=True)
-        record = ConnectionRecord(query=query)
+        record = ConnectionRecord(query=query, flux=request.path.startswith("/v2/"))
+        if record.flux:  # Flux always reports interim words and ends turns itself
+            query = {**query, "interim_results": "true", "vad_events": "true", "endpointing": "300"}
         self._live[ws] = (request, record)  # counts toward max_streams from the handshake on
         try:
             await ws.prepare(request)
@@ -307,12 +312,40 @@ class FakeDeepgram:
     @staticmethod
     async def _send(ws: web.WebSocketResponse, record: ConnectionRecord, messages: list[dict[str, Any]]
                     ) -> None:
+        if record.flux:
+            messages = [m for m in (FakeDeepgram._turn_info(record, m) for m in messages) if m is not None]
         for message in messages:
             if ws.closed or record.muted:
                 return
             record.sent.append(message)
             with contextlib.suppress(ConnectionError):
                 await ws.send_str(json.dumps(message))
+
+    @staticmethod
+    def _turn_info(record: ConnectionRecord, message: dict[str, Any]) -> dict[str, Any] | None:
+        """The v1 recogniser's messages as Flux's (`/v2/listen`) TurnInfo events: StartOfTurn, Update, EndOfTurn."""
+        kind = message.get("type")
+        if kind == "SpeechStarted":
+            event, transcript = "StartOfTurn", ""
+        elif kind == "Results":
+            transcript = message["channel"]["alternatives"][0]["transcript"]
+            if message.get("speech_final"):
+                event = "EndOfTurn"
+            elif not message.get("is_final") and transcript:
+                event = "Update"
+            else:
+                return None
+        else:
+            return None
+        info = {"type": "TurnInfo", "request_id": message.get("metadata", {}).get("request_id", "fake"),
+                "sequence_id": len(record.sent), "event": event, "turn_index": record.turn_index,
+                "audio_window_start": 0.0, "audio_window_end": float(message.get("start", 0.0))
+                + float(message.get("duration", 0.0)), "transcript": transcript,
+                "words": [{"word": w, "confidence": 0.99} for w in transcript.split()],
+                "end_of_turn_confidence": 0.9 if event == "EndOfTurn" else 0.1}
+        if event == "EndOfTurn":
+            record.turn_index += 1
+        return info
 
     @staticmethod
     def _metadata(rec: _Recogniser, sha256: str) -> dict[str, Any]:

@@ -71,6 +71,7 @@ class FakeOpenAI:
     inter_token_delay_s: float = 0.0
     requests: list[dict[str, Any]] = field(default_factory=list)  # every body, failed ones too
     headers: list[dict[str, str]] = field(default_factory=list)
+    other_keys: set[str] = field(default_factory=set)  # more accounts' keys this fake accepts (tenants' own)
     client_disconnects: int = 0  # streams the client abandoned (a cancelled run)
 
     def __post_init__(self) -> None:
@@ -136,7 +137,7 @@ class FakeOpenAI:
         body = await request.json()
         self.requests.append(body)
         self.headers.append(dict(request.headers))
-        if request.headers.get("Authorization") != f"Bearer {self.api_key}":
+        if request.headers.get("Authorization") not in {f"Bearer {k}" for k in (self.api_key, *self.other_keys)}:
             return body, "", 0, _error(401, "invalid_api_key", "Incorrect API key provided.")
         kind, arg = self._injections.pop(0) if self._injections else ("", 0)
         if kind == "fail":
