@@ -47,6 +47,7 @@ class LiveCall:
     ended_at: float | None = None
     after_stream_twiml: str = ""
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    relay_open: bool = False  # the web phone's relay still carries this call (its after-stream step to come)
 
     def note(self, kind: str, **data: Any) -> None:
         if len(self.events) < MAX_EVENTS:
@@ -179,7 +180,8 @@ async def follow(app: web.Application, live: LiveCall, poll_s: float = 0.1,
             live.session = state.sessions.get(live.call_sid)
             if live.session is None and time.monotonic() - waiting_since > no_call_after_s:
                 live.ended_at = time.monotonic()  # the stream never started
-        elif live.ended_at is None and live.session.state == "ended" and not state.has_call(live.call_sid):
+        elif (live.ended_at is None and live.session.state == "ended" and not state.has_call(live.call_sid)
+              and not live.relay_open):
             live.ended_at = time.monotonic()
         view = call_view(live, since=sent)
         rest = json.dumps({k: v for k, v in view.items() if k not in ("events", "next")}, default=str)

@@ -143,19 +143,24 @@ async def relay(request: web.Request) -> web.StreamResponse:
     browser = web.WebSocketResponse(max_msg_size=settings.max_ws_message_bytes)
     await browser.prepare(request)
     live = request.app[LIVE_CALLS].get(ticket.call_sid)
-    async with aiohttp.ClientSession() as http:
-        try:
-            service = await http.ws_connect(ticket.connect_url, headers={"X-Twilio-Signature": signature},
-                                            max_msg_size=0)
-        except aiohttp.WSServerHandshakeError as exc:
-            live.note("error", text=f"the stream refused the upgrade: {exc.status}")
-            await browser.close(code=1011, message=b"stream refused")
-            return browser
-        await _pump_both_ways(browser, service)
-        live.note("stream_closed", code=service.close_code)
-        if ticket.action_url:
-            live.after_stream_twiml = await _after_stream(http, token, ticket)
-            live.note("after_stream", twiml=live.after_stream_twiml)
+    live.relay_open = True
+    try:
+        async with aiohttp.ClientSession() as http:
+            try:
+                service = await http.ws_connect(ticket.connect_url, headers={"X-Twilio-Signature": signature},
+                                                max_msg_size=0)
+            except aiohttp.WSServerHandshakeError as exc:
+                live.note("error", text=f"the stream refused the upgrade: {exc.status}")
+                await browser.close(code=1011, message=b"stream refused")
+                return browser
+            await _pump_both_ways(browser, service)
+            live.note("stream_closed", code=service.close_code)
+            if ticket.action_url:
+                live.after_stream_twiml = await _after_stream(http, token, ticket)
+                live.note("after_stream", twiml=live.after_stream_twiml)
+    finally:
+        live.relay_open = False
+        live.changed.set()
     return browser
 
 

@@ -29,13 +29,15 @@ from tests.e2e.conftest import free_port
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / ".bench" / "browser" / "phone.png"
 
-# (second the line starts, counted from when the microphone opens, what the caller says). The gaps leave
-# the agent time to answer (its longest line, the read-back, is about 11 s), so nobody talks over anybody.
+# (second the line starts, counted from when the microphone opens, what the caller says). The caller
+# talks over the greeting (about 3.5 s long): the service must clear it, the page must drop what it had
+# buffered and echo the pending marks. After that the gaps leave the agent time to answer (its longest
+# line, the read-back, is about 11 s).
 CALLER_LINES = [
-    (5.0, "I'd like to book a haircut tomorrow at three"),
-    (13.0, "My name is John Smith"),
-    (28.0, "Yes"),
-    (40.0, "No thank you goodbye"),
+    (2.0, "I'd like to book a haircut tomorrow at three"),
+    (10.5, "My name is John Smith"),
+    (25.5, "Yes"),
+    (37.5, "No thank you goodbye"),
 ]
 
 CHROMIUM = find_chromium()
@@ -80,6 +82,8 @@ async def test_a_caller_books_a_haircut_from_the_browser(tmp_path: Path) -> None
             # The agent says goodbye and the service closes the stream: the page shows the call ended.
             await page.wait_for("window.phone.state === 'ended'", timeout_s=75)
             await page.wait_for("document.querySelector('#transcript').innerText.includes('Goodbye')", timeout_s=10)
+            # Once the stream closed, the relay requested <Connect action> as Twilio would: hang up.
+            await page.wait_for("document.querySelector('#transcript').innerText.includes('<Hangup')", timeout_s=10)
             await page.wait_for("!document.getElementById('download').hidden", timeout_s=10)
             await page.wait_for("window.phone.recordingSaved === true", timeout_s=10)
             await page.screenshot(SCREENSHOT)
@@ -99,6 +103,8 @@ async def test_a_caller_books_a_haircut_from_the_browser(tmp_path: Path) -> None
     text = on_page.lower()
     assert "thanks for calling demo salon" in text and "haircut" in text and "you're all booked" in text, on_page
     assert "caller (heard as)" in text
+    # The barge-in, as the page saw it: a `clear` arrived, and the greeting is marked as cut off.
+    assert "caller interrupted" in text and 'interrupted: the caller heard "' in text, on_page
     assert turns_drawn >= 3, on_page
     assert "book" in tools_drawn.lower(), tools_drawn  # the booking tool call, as it happened
     assert SCREENSHOT.stat().st_size > 10_000

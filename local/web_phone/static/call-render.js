@@ -9,18 +9,22 @@ function el(tag, className, text) {
 
 const fmt = (ms) => (ms === null || ms === undefined ? "–" : Math.round(ms).toString());
 
-// entries: [{role, text, interrupted, heard}] ; live: {caller: "...", agent: "..."} words not final yet
+// entries: [{role, text, interrupted, heard}] ; live: {caller: "...", agent: "..."} words not final yet;
+// markers: [{at, text}], drawn after the first `at` entries (where they happened)
 export function renderTranscript(box, entries, live = {}, markers = []) {
   box.replaceChildren();
-  for (const entry of entries) {
+  const markersAt = (n) => { for (const m of markers) if (m.at === n) box.append(el("div", "marker", m.text)); };
+  markersAt(0);
+  entries.forEach((entry, index) => {
     const bubble = el("div", `bubble ${entry.role === "caller" ? "caller" : "agent"}${entry.interrupted ? " cut" : ""}`);
     bubble.append(el("div", "who", entry.role === "caller" ? "caller (heard as)" : "agent"), el("div", "text", entry.text));
     if (entry.interrupted) {
       bubble.append(el("div", "heard", `interrupted: the caller heard "${entry.heard ?? entry.heard_text ?? ""}"`));
     }
     box.append(bubble);
-  }
-  for (const marker of markers) box.append(el("div", "marker", marker));
+    markersAt(index + 1);
+  });
+  for (const m of markers) if (m.at > entries.length) box.append(el("div", "marker", m.text));
   if (live.caller) {
     const bubble = el("div", "bubble caller live");
     bubble.append(el("div", "who", "caller (hearing…)"), el("div", "text", live.caller));

@@ -17,6 +17,9 @@ const phone = {
 };
 window.phone = phone; // for tests and the curious: phone.state, phone.transcript
 
+// A note in the transcript where it happened (after the entries the page has so far).
+function mark(text) { phone.markers.push({ at: phone.transcript.length, text }); }
+
 function setStatus(text) { ui.status.textContent = text; }
 
 function setState(state) {
@@ -50,7 +53,7 @@ function buildKeypad() {
     const key = document.createElement("button");
     key.textContent = digit;
     key.addEventListener("click", () => {
-      if (phone.state === "live") { phone.ws.send(phone.builder.dtmf(digit)); phone.markers.push(`caller pressed ${digit}`); draw(); }
+      if (phone.state === "live") { phone.ws.send(phone.builder.dtmf(digit)); mark(`caller pressed ${digit}`); draw(); }
     });
     ui.keypad.append(key);
   }
@@ -109,7 +112,7 @@ function fromService(text) {
   else if (message.kind === "mark") phone.node.port.postMessage({ type: "mark", name: message.name });
   else if (message.kind === "clear") {
     phone.node.port.postMessage({ type: "clear" });
-    phone.markers.push("✂ caller interrupted: the agent's audio was cleared");
+    mark("✂ caller interrupted: the agent's audio was cleared");
     draw();
   }
 }
@@ -139,7 +142,7 @@ function followFeed(callSid) {
       phone.events.push(e);
       if (e.kind === "caller_words") phone.liveCaller = e.final ? "" : e.text;
       else if (e.kind === "agent_words") phone.liveAgent += e.text;
-      else if (e.kind === "after_stream") phone.markers.push("after the stream Twilio would run: " + e.twiml.replace(/<\?xml[^>]*>/, ""));
+      else if (e.kind === "after_stream") mark("after the stream Twilio would run: " + e.twiml.replace(/<\?xml[^>]*>/, ""));
     }
     const agents = view.transcript.filter((e) => e.role === "agent").length;
     const callers = view.transcript.filter((e) => e.role === "caller").length;
