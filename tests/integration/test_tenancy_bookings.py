@@ -210,3 +210,26 @@ async def test_losing_the_slot_between_check_and_insert_is_a_clean_refusal(
         await admin.close()
     assert refused.value.reason == "taken" and NINE + HALF_HOUR in refused.value.alternatives
     assert [b.customer_name for b in await bookings.list_bookings(db, tenant.tenant_id)] == ["Other caller"]
+
+
+async def test_a_booking_may_end_where_the_next_one_starts(db: TenantDatabase, make_tenant) -> None:
+    tenant = await make_tenant()
+    await bookings.create_booking(db, tenant.tenant_id, starts_at=NINE + HALF_HOUR, ends_at=NINE + 2 * HALF_HOUR,
+                                  now=NOW)
+    assert (await bookings.check_availability(db, tenant.tenant_id, NINE, NINE + HALF_HOUR, now=NOW)).available
+    await bookings.create_booking(db, tenant.tenant_id, starts_at=NINE, ends_at=NINE + HALF_HOUR, now=NOW)
+
+
+async def test_check_availability_without_a_clock_uses_the_real_one(db: TenantDatabase, make_tenant) -> None:
+    tenant = await make_tenant()
+    assert (await bookings.check_availability(db, tenant.tenant_id, NINE, NINE + HALF_HOUR)).available  # 2030
+
+
+async def test_a_list_is_fifty_bookings_unless_asked_otherwise(db: TenantDatabase, make_tenant) -> None:
+    tenant = await make_tenant(business_hours={day: [["09:00", "17:00"]] for day in
+                                               ("mon", "tue", "wed", "thu", "fri", "sat", "sun")})
+    for i in range(51):
+        start = NINE + timedelta(days=i // 10) + (i % 10) * HALF_HOUR
+        await bookings.create_booking(db, tenant.tenant_id, starts_at=start, ends_at=start + HALF_HOUR, now=NOW)
+    assert len(await bookings.list_bookings(db, tenant.tenant_id)) == 50
+    assert len(await bookings.list_bookings(db, tenant.tenant_id, limit=51)) == 51
