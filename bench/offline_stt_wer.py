@@ -186,6 +186,7 @@ class FullReport:
     report: WerReport
     rss_growth_mb: float
     conditions: int
+    by_condition: dict[str, float]  # "voice @ wpm" -> WER
 
 
 async def measure_full(language_model: LanguageModel = "domain", phrases: list[str] | None = None) -> FullReport:
@@ -194,10 +195,12 @@ async def measure_full(language_model: LanguageModel = "domain", phrases: list[s
     stt = OfflineSpeechToText(language_model=language_model)
     rng = np.random.default_rng(16)
     results: list[PhraseResult] = []
+    by_condition: dict[str, float] = {}
     decode_s = 0.0
     for voice in VOICES:
         for wpm in SPEEDS_WPM:
             tts = OfflineTextToSpeech(voice=voice, rate_wpm=wpm)
+            first = len(results)
             for phrase in phrases or ALL_PHRASES:
                 audio = telephone_band(await synthesise_call_audio(tts, phrase), rng)
                 started = time.perf_counter()
@@ -205,8 +208,9 @@ async def measure_full(language_model: LanguageModel = "domain", phrases: list[s
                 decode_s += time.perf_counter() - started
                 results.append(PhraseResult(phrase, hypothesis, word_errors(phrase, hypothesis),
                                             mulaw.duration_ms(audio) / 1000))
+            by_condition[f"{voice} @ {wpm} wpm"] = WerReport(results[first:], 0.0).wer
     growth_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before_kb) / 1024
-    return FullReport(WerReport(results, decode_s), growth_mb, len(VOICES) * len(SPEEDS_WPM))
+    return FullReport(WerReport(results, decode_s), growth_mb, len(VOICES) * len(SPEEDS_WPM), by_condition)
 
 
 def main() -> None:
@@ -224,6 +228,8 @@ def main() -> None:
               f"{len(ALL_PHRASES)} phrases x {full.conditions} voice/speed conditions), "
               f"real-time factor {full.report.real_time_factor:.3f}, memory +{full.rss_growth_mb:.0f} MB RSS "
               f"(LM: {args.lm})")
+        for condition, wer in full.by_condition.items():
+            print(f"  {condition}: WER {wer:.1%}")
         exact = [r for r in full.report.results if r.reference in DEMO_LINES]
         print(f"demo caller lines recognised exactly: {sum(r.errors == 0 for r in exact)}/{len(exact)}")
         return
