@@ -17,7 +17,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from local.web_phone.live_feed import LIVE_CALLS, SETTINGS, LiveCalls, call_events, tap_engines
+from local.web_phone.live_feed import LIVE_CALLS, SETTINGS, LiveCalls, call_events, tap_calls
 from local.web_phone.placing import TICKETS, Tickets, place_call, relay
 from local.web_phone.tenant_access import (
     TENANT_KEYS,
@@ -62,7 +62,7 @@ def mount_web_phone(app: web.Application, settings: Settings, admin_dsn: str, da
     app[TENANT_KEYS] = TenantKeys(admin_dsn, data_folder)
 
     async def tap(app: web.Application) -> None:  # at start-up, after the banner named the engines
-        tap_engines(app[STATE].engines, app[LIVE_CALLS])
+        tap_calls(app[STATE], app[LIVE_CALLS])
 
     app.on_startup.append(tap)
     for path, name in _PAGES.items():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator
@@ -33,7 +34,7 @@ from streaming_service.engines.base import (
     TranscriptKind,
 )
 from streaming_service.operator_access import require_operator
-from streaming_service.service_state import STATE
+from streaming_service.service_state import STATE, ServiceState
 
 KEEP_ENDED_S = 600.0
 MAX_EVENTS = 2000
@@ -140,14 +141,28 @@ class TappedAgent(AgentRuntime):
         await self.inner.release_call(call)
 
 
-def tap_engines(engines: Engines, calls: LiveCalls) -> None:
-    """Wrap the chosen engines in place, so every new call session is observed."""
-    if not isinstance(engines.agent, TappedAgent):
-        engines.agent = TappedAgent(engines.agent, calls)
-    if not isinstance(engines.stt, TappedSpeechToText):
-        engines.stt = TappedSpeechToText(engines.stt, calls)
-    if engines.stt_fallback is not None and not isinstance(engines.stt_fallback, TappedSpeechToText):
-        engines.stt_fallback = TappedSpeechToText(engines.stt_fallback, calls)
+def tapped(engines: Engines, calls: LiveCalls) -> Engines:
+    """The same engines, observed: a copy whose recognisers and agent note what they produce."""
+    def stt(engine: SpeechToText) -> SpeechToText:
+        return engine if isinstance(engine, TappedSpeechToText) else TappedSpeechToText(engine, calls)
+
+    agent = engines.agent if isinstance(engines.agent, TappedAgent) else TappedAgent(engines.agent, calls)
+    fallback = stt(engines.stt_fallback) if engines.stt_fallback is not None else None
+    return dataclasses.replace(engines, stt=stt(engines.stt), stt_fallback=fallback, agent=agent)
+
+
+def tap_calls(state: ServiceState, calls: LiveCalls) -> None:
+    """Every call's engines, however the service picks them (the process's, a tenant's own vendor
+    accounts, the offline twins at capacity), are observed; the shared engines themselves are untouched."""
+    source = state.call_engines
+    if source is None:
+        state.engines = tapped(state.engines, calls)
+        return
+
+    async def observed(call: CallContext, capacity_mode: str = "") -> Engines:
+        return tapped(await source(call, capacity_mode), calls)
+
+    state.call_engines = observed
 
 
 def call_view(live: LiveCall, since: int = 0) -> dict[str, Any]:

@@ -45,3 +45,22 @@ async def test_every_hook_of_the_runtime_is_forwarded() -> None:
         if hasattr(inner, name) and name != "run_turn":
             await getattr(tapped, name)(call)
     assert sorted(inner.calls) == sorted(n.removesuffix("_call") for n in hooks if n != "run_turn")
+
+
+async def test_each_calls_engines_are_observed_and_the_shared_ones_left_alone() -> None:
+    from types import SimpleNamespace
+
+    from local.web_phone.live_feed import tap_calls
+    from streaming_service.call_session import Engines
+
+    stt, tts = SimpleNamespace(name="stt"), SimpleNamespace(name="tts")
+    shared = Engines(stt=stt, tts=tts, agent=RecordingRuntime())  # type: ignore[arg-type]
+
+    async def per_call(call: CallContext, capacity_mode: str = "") -> Engines:
+        return shared  # e.g. the process's engines, or a tenant's own vendor accounts
+
+    state = SimpleNamespace(engines=shared, call_engines=per_call)
+    tap_calls(state, LiveCalls())  # type: ignore[arg-type]
+    engines = await state.call_engines(CallContext(call_sid="CA1", stream_sid="MZ1", tenant_id="t"))
+    assert isinstance(engines.agent, TappedAgent) and engines.agent.inner is shared.agent
+    assert isinstance(shared.agent, RecordingRuntime)  # nothing shared was replaced
