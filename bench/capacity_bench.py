@@ -13,6 +13,11 @@ and its `<Connect action>` asked when a stream is refused, `<Redirect>` after th
 within 20 s, when a TwiML document has nothing to say or dial, or when any request failed.
 
 Prints what each call got, a summary per policy, and exits 1 if any caller heard silence or an error.
+
+`--measure` (for the capacity model in infra/README.md): the bench gets a Redis of its own (embedded, so
+`INFO commandstats` counts only this run) and a scratch database (`pg_stat_database` counts only it); the
+answered callers speak a line every `--talk-every-s` while on the line; it reports Redis commands and
+database row writes / commits per call-minute, and the Deepgram and ElevenLabs slots held per call.
 """
 
 from __future__ import annotations
@@ -59,10 +64,27 @@ from tests.e2e.conftest import STREAM_SECRET, TWILIO_TOKEN, free_port, vendor_se
 from tests.fakes.deepgram_server import FakeDeepgram
 from tests.fakes.elevenlabs_server import FakeElevenLabs
 from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.speech_marker import marked_speech
 
 POLICIES = ("hold", "offline", "forward", "busy")
 FALLBACK = "+15550107777"
 GREETING_TIMEOUT_S = 20.0
+
+
+@dataclass
+class Costs:
+    call_minutes: float = 0.0
+    redis_commands: int = 0
+    redis_by_command: dict[str, int] = field(default_factory=dict)
+    db_rows_written: int = 0
+    db_commits: int = 0
+    peak_deepgram_slots: int = 0
+    peak_elevenlabs_slots: int = 0
+    mean_deepgram_slots: float = 0.0
+    mean_elevenlabs_slots: float = 0.0
+    tts_requests: int = 0
+    llm_requests: int = 0
+    redis_script_calls: int = 0  # each EVAL is one round trip; the commands inside it count in commandstats too
 
 
 @dataclass
@@ -81,10 +103,13 @@ class CallReport:
 class Twilio:
     """Follows TwiML for one call the way Twilio does, for as much as this bench needs."""
 
-    def __init__(self, base: str, http: aiohttp.ClientSession, hold_line_s: float) -> None:
+    def __init__(self, base: str, http: aiohttp.ClientSession, hold_line_s: float, talk_every_s: float = 0.0
+                 ) -> None:
         self.base = base
         self.http = http
         self.hold_line_s = hold_line_s
+        self.talk_every_s = talk_every_s
+        self.call_seconds = 0.0
 
     async def post(self, url: str, form: dict[str, str]) -> str:
         async with self.http.post(url, data=form, headers=_signed_headers(TWILIO_TOKEN, url, form)) as response:
@@ -155,14 +180,57 @@ class Twilio:
             report.got, report.silent_or_error = "ERROR: silence on the stream", True
         else:
             report.got = "agent (offline engines, told so)" if mode == "offline" else "agent (vendors)"
-        await asyncio.sleep(self.hold_line_s)  # stay on the line: the slot stays taken
+        on_line = time.monotonic()
+        if self.talk_every_s > 0:  # a conversation: a line, the answer, quiet, the next line
+            lines = ("What are your opening hours", "Can I book a haircut tomorrow at three", "My name is Sam")
+            turn = 0
+            while time.monotonic() - on_line + self.talk_every_s <= self.hold_line_s:
+                spoken_at = await call.say(marked_speech(lines[turn % len(lines)]))
+                turn += 1
+                with contextlib.suppress(AssertionError, TimeoutError):
+                    await call.wait_for_agent(since=spoken_at, timeout_s=GREETING_TIMEOUT_S)
+                await asyncio.sleep(max(0.0, self.talk_every_s - (time.monotonic() - spoken_at)))
+        await asyncio.sleep(max(0.0, self.hold_line_s - (time.monotonic() - on_line)))  # the slot stays taken
+        self.call_seconds += time.monotonic() - on_line  # time on the line after the greeting
         await call.hang_up()
         return None
 
 
-async def run(args: argparse.Namespace) -> list[CallReport]:
+async def _redis_commands(redis_url: str) -> dict[str, int]:
+    import redis.asyncio as redis
+
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        stats = await client.info("commandstats")
+    finally:
+        await client.aclose()
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
+async def _db_writes(admin_dsn: str) -> tuple[int, int]:
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute("SELECT pg_stat_clear_snapshot()")
+        row = await conn.fetchrow("SELECT tup_inserted + tup_updated + tup_deleted AS rows, xact_commit "
+                                  "FROM pg_stat_database WHERE datname = current_database()")
+    finally:
+        await conn.close()
+    assert row is not None
+    return int(row["rows"]), int(row["xact_commit"])
+
+
+async def run(args: argparse.Namespace, costs: Costs | None = None) -> list[CallReport]:
     server_dsn = resolve_database_dsn(Settings(_env_file=None), allow_local=True)  # type: ignore[call-arg]
     redis_url = resolve_redis_url(Settings(_env_file=None), allow_local=True)  # type: ignore[call-arg]
+    if costs is not None:  # a Redis of our own: its command counts are this run's alone
+        import tempfile
+        from pathlib import Path
+
+        from shared.tenancy.embedded import start_embedded_redis
+
+        redis_url = start_embedded_redis(Path(tempfile.mkdtemp(prefix="capbench-redis-")))
     admin_dsn = await create_scratch_database(server_dsn, prefix="va_capbench")
     prefix = f"capbench{secrets.token_hex(3)}"
     dg, el = FakeDeepgram(max_streams=args.budget), FakeElevenLabs(max_concurrent=args.tts_concurrency)
@@ -207,15 +275,57 @@ async def run(args: argparse.Namespace) -> list[CallReport]:
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     reports = [CallReport(i + 1, POLICIES[i % len(POLICIES)]) for i in range(args.budget + args.extra)]
+    peaks = {"deepgram": 0, "elevenlabs": 0}
+    sums = {"deepgram": 0, "elevenlabs": 0}
+    samples = 0
+
+    async def watch_slots() -> None:
+        from shared.capacity import CapacityLedger, VendorAccount
+
+        ledger = CapacityLedger(cache)
+        accounts = {"deepgram": VendorAccount("deepgram", "platform", "streams", args.budget),
+                    "elevenlabs": VendorAccount("elevenlabs", "platform", "requests", args.tts_concurrency)}
+        nonlocal samples
+        while True:
+            for vendor, account in accounts.items():
+                used = await ledger.in_use(account) or 0
+                peaks[vendor] = max(peaks[vendor], used)
+                sums[vendor] += used
+            samples += 1
+            await asyncio.sleep(0.25)
+
     try:
         async with aiohttp.ClientSession() as http:
-            twilio = Twilio(base, http, args.hold_line_s)
+            twilio = Twilio(base, http, args.hold_line_s, args.talk_every_s if costs is not None else 0.0)
 
             async def one(report: CallReport) -> None:
                 await asyncio.sleep(0.02 * report.call)  # a burst, in a known order
                 await twilio.place(report, numbers[report.policy])
 
+            watcher = asyncio.create_task(watch_slots())
+            redis_before = await _redis_commands(redis_url) if costs is not None else {}
+            db_before = await _db_writes(admin_dsn) if costs is not None else (0, 0)
             await asyncio.gather(*(one(r) for r in reports))
+            watcher.cancel()
+            if costs is not None:
+                await asyncio.sleep(2.0)  # hang-up writes (transcripts, call records) and Postgres's stats settle
+                redis_after = await _redis_commands(redis_url)
+                db_after = await _db_writes(admin_dsn)
+                costs.call_minutes = twilio.call_seconds / 60
+                # The slot watcher's own reads (2 scripts a sample: EVAL + TIME, ZREMRANGEBYSCORE, ZCARD) are
+                # the bench's, not the calls': taken out.
+                watcher_ops = {"eval": 2 * samples, "time": 2 * samples, "zremrangebyscore": 2 * samples,
+                               "zcard": 2 * samples}
+                costs.redis_by_command = {
+                    k: v - redis_before.get(k, 0) - watcher_ops.get(k, 0) for k, v in redis_after.items()
+                    if k != "info" and v - redis_before.get(k, 0) - watcher_ops.get(k, 0) > 0}
+                costs.redis_commands = sum(costs.redis_by_command.values())
+                costs.db_rows_written, costs.db_commits = db_after[0] - db_before[0], db_after[1] - db_before[1]
+                costs.peak_deepgram_slots, costs.peak_elevenlabs_slots = peaks["deepgram"], peaks["elevenlabs"]
+                costs.mean_deepgram_slots = sums["deepgram"] / max(samples, 1)
+                costs.mean_elevenlabs_slots = sums["elevenlabs"] / max(samples, 1)
+                costs.redis_script_calls = costs.redis_by_command.get("eval", 0) + costs.redis_by_command.get(
+                    "evalsha", 0)
     finally:
         await runner.cleanup()
         for fake in (dg, el, oa):
@@ -223,6 +333,8 @@ async def run(args: argparse.Namespace) -> list[CallReport]:
         await cache.close()
         await db.close()
         await drop_database(server_dsn, admin_dsn)
+    if costs is not None:
+        costs.tts_requests, costs.llm_requests = len(el.requests), len(oa.requests)
     print(f"deepgram fake: {dg.refused_capacity} handshakes refused with 429 (limit {args.budget}); "
           f"elevenlabs fake: {el.refused_concurrent} too_many_concurrent_requests (limit {args.tts_concurrency})")
     return reports
@@ -236,8 +348,12 @@ def main() -> int:
     parser.add_argument("--hold-s", type=int, default=3, help="the hold tenant's overflow_hold_s")
     parser.add_argument("--hold-line-s", type=float, default=6.0, help="how long an answered caller stays on")
     parser.add_argument("--out", help="write the per-call report as JSON here")
+    parser.add_argument("--measure", action="store_true",
+                        help="own Redis; callers talk; Redis ops and DB writes per call-minute")
+    parser.add_argument("--talk-every-s", type=float, default=10.0)
     args = parser.parse_args()
-    reports = asyncio.run(run(args))
+    costs = Costs() if args.measure else None
+    reports = asyncio.run(run(args, costs))
     print(f"{'call':>4}  {'policy':<8} {'got':<34} {'held s':>6} {'refused':>7} {'audio ms':>8}  said")
     for r in reports:
         print(f"{r.call:>4}  {r.policy:<8} {r.got:<34} {r.held_s:>6.1f} {r.refused_streams:>7} "
@@ -250,9 +366,27 @@ def main() -> int:
     print(f"\ncalls: {len(reports)} (budget {args.budget} + {args.extra}); "
           f"answered by the agent with vendors: {sum(r.got == 'agent (vendors)' for r in reports)}; "
           f"heard silence or an error: {len(bad)}")
+    if costs is not None and costs.call_minutes > 0:
+        per = costs.call_minutes
+        print(f"\ncosts over {per:.1f} call-minutes ({sum(r.got == 'agent (vendors)' for r in reports)} calls "
+              f"talking every {args.talk_every_s:.0f} s; webhook, stream, turns, hang-up, status callback):")
+        top = sorted(costs.redis_by_command.items(), key=lambda kv: -kv[1])[:8]
+        print(f"  Redis commands per call-minute: {costs.redis_commands / per:.1f} "
+              f"(top: {', '.join(f'{k} {v / per:.1f}' for k, v in top)})")
+        print(f"  database rows written per call-minute: {costs.db_rows_written / per:.1f}; "
+              f"commits per call-minute: {costs.db_commits / per:.1f}")
+        print(f"  (commands inside scripts count too); scripts (EVAL, one round trip each): "
+              f"{costs.redis_script_calls / per:.1f}")
+        print(f"  vendor requests per call-minute: ElevenLabs {costs.tts_requests / per:.1f}, "
+              f"OpenAI {costs.llm_requests / per:.1f}")
+        vendor_calls = sum(r.got.startswith("agent (vendors)") for r in reports)
+        print(f"  slots held: Deepgram mean {costs.mean_deepgram_slots:.1f} / peak {costs.peak_deepgram_slots} "
+              f"streams for {vendor_calls} vendor calls; ElevenLabs mean {costs.mean_elevenlabs_slots:.2f} / "
+              f"peak {costs.peak_elevenlabs_slots} requests")
     if args.out:
         with open(args.out, "w") as out:
-            json.dump([asdict(r) for r in reports], out, indent=2)
+            json.dump({"calls": [asdict(r) for r in reports], "costs": asdict(costs) if costs else None}, out,
+                      indent=2)
     return 1 if bad else 0
 
 
