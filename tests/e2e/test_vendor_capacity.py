@@ -172,3 +172,21 @@ async def wait_until_async(probe: Any, expected: Any, attempts: int = 400) -> No
             return
         await asyncio.sleep(0.025)
     raise AssertionError(f"never saw {expected}, last {await probe()}")
+
+
+async def test_offline_capacity_mode_answers_with_the_offline_engines_and_says_so(
+        capacity_stack: CapacityStack) -> None:
+    """The webhook found the tenant's vendors full and its policy is `offline`: no vendor is asked, and the
+    caller is told why the voice is the basic one."""
+    from streaming_service.engines.factory import OFFLINE_NOTICE
+
+    stack = capacity_stack.stack
+    caller = stack.call()
+    caller.custom_parameters["capacity_mode"] = "offline"
+    async with caller:
+        await caller.wait_for_agent(since=0)
+        session = stack.session(caller)
+        greeting = agent_lines(session)[0]
+        assert greeting.endswith(OFFLINE_NOTICE) and caller.agent_audio_ms() > 0
+        assert session.engines.stt_fallback is None and "Offline" in type(session.engines.stt).__name__
+    assert stack.deepgram.connections == 0 and stack.elevenlabs.requests == [] and stack.openai.requests == []
