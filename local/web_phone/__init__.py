@@ -18,7 +18,7 @@ from pathlib import Path
 from aiohttp import web
 
 from local.web_phone.live_feed import LIVE_CALLS, SETTINGS, LiveCalls, call_events, tap_calls
-from local.web_phone.placing import TICKETS, Tickets, place_call, relay
+from local.web_phone.placing import BACKGROUND, TICKETS, Background, Tickets, cancel_background, place_call, relay
 from local.web_phone.tenant_access import (
     TENANT_KEYS,
     TenantKeys,
@@ -60,6 +60,8 @@ def mount_web_phone(app: web.Application, settings: Settings, admin_dsn: str, da
     app[LIVE_CALLS] = LiveCalls()
     app[TICKETS] = Tickets()
     app[TENANT_KEYS] = TenantKeys(admin_dsn, data_folder)
+    app[BACKGROUND] = Background()
+    app.on_cleanup.append(cancel_background)
 
     async def tap(app: web.Application) -> None:  # at start-up, after the banner named the engines
         tap_calls(app[STATE], app[LIVE_CALLS])

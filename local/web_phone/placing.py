@@ -64,6 +64,9 @@ class Tickets:
         self._tickets[key] = ticket
         return key
 
+    def pending(self, key: str) -> bool:
+        return key in self._tickets
+
     def redeem(self, key: str) -> StreamTicket | None:
         """One use only, and only before it expires."""
         ticket = self._tickets.pop(key, None)
@@ -124,6 +127,7 @@ async def place_call(request: web.Request) -> web.Response:
     ticket = request.app[TICKETS].issue(StreamTicket(call_sid, stream_url, connect_url, parameters, action_url,
                                                      form, time.monotonic() + TICKET_TTL_S))
     request.app[LIVE_CALLS].get(call_sid)
+    _keep(request.app, _unanswered_after_ttl(request.app, ticket, form, token))
     return web.json_response({
         "call_sid": call_sid, "account_sid": ACCOUNT_SID, "stream_url": stream_url,
         "custom_parameters": parameters, "relay": f"/phone/relay?ticket={ticket}", "twiml": twiml,
@@ -158,6 +162,7 @@ async def relay(request: web.Request) -> web.StreamResponse:
             if ticket.action_url:
                 live.after_stream_twiml = await _after_stream(http, token, ticket)
                 live.note("after_stream", twiml=live.after_stream_twiml)
+            await _status_callback(http, settings.public_url, settings.port, token, ticket.form, "completed")
     finally:
         live.relay_open = False
         live.changed.set()
@@ -198,3 +203,48 @@ async def _after_stream(http: aiohttp.ClientSession, token: str, ticket: StreamT
     except aiohttp.ClientError as exc:
         log.warning("after-stream request failed", extra={"error": str(exc)})
         return ""
+
+
+async def _status_callback(http: aiohttp.ClientSession, public_url: str, port: int, token: str,
+                           form: dict[str, str], status: str) -> None:
+    """Twilio's final call status callback (`POST /status`, signed) once the call is over."""
+    fields = {**form, "CallStatus": status, "CallbackSource": "call-progress-events"}
+    signed_url = public_url.rstrip("/") + "/status"
+    try:
+        async with http.post(f"http://127.0.0.1:{port}/status", data=fields,
+                             headers=signed_form_headers(token, signed_url, fields)) as answer:
+            await answer.read()
+    except aiohttp.ClientError as exc:
+        log.warning("status callback failed", extra={"error": str(exc)})
+
+
+async def _unanswered_after_ttl(app: web.Application, ticket_key: str, form: dict[str, str], token: str) -> None:
+    """A call the page never connected ends as Twilio would end it: no-answer."""
+    await asyncio.sleep(TICKET_TTL_S + 0.5)
+    if app[TICKETS].pending(ticket_key):  # never redeemed (and by now expired)
+        app[TICKETS].redeem(ticket_key)
+        settings = app[SETTINGS]
+        async with aiohttp.ClientSession() as http:
+            await _status_callback(http, settings.public_url, settings.port, token, form, "no-answer")
+
+
+class Background:
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[None]] = set()
+
+
+BACKGROUND: web.AppKey[Background] = web.AppKey("web_phone_background", Background)
+
+
+def _keep(app: web.Application, work: Any) -> None:
+    """Work that outlives the request; cancelled when the server shuts down (see `mount_web_phone`)."""
+    task: asyncio.Task[None] = asyncio.ensure_future(work)
+    app[BACKGROUND].tasks.add(task)
+    task.add_done_callback(app[BACKGROUND].tasks.discard)
+
+
+async def cancel_background(app: web.Application) -> None:
+    for task in list(app[BACKGROUND].tasks):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task

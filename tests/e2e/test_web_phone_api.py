@@ -88,3 +88,24 @@ async def test_a_ticket_opens_one_signed_stream_and_only_once(stack: LocalStack)
         with pytest.raises(aiohttp.WSServerHandshakeError) as forged:
             await http.ws_connect(stack.base_url.replace("http", "ws", 1) + "/phone/relay?ticket=made-up")
         assert forged.value.status == 403
+
+
+async def test_a_call_the_page_never_connects_ends_as_no_answer(stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+                                                                 ) -> None:
+    from local.web_phone import placing
+
+    monkeypatch.setattr(placing, "TICKET_TTL_S", 0.3)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(stack.base_url + "/phone/api/calls", json={"to": DEMO_NUMBER}) as placed:
+            call = await placed.json()
+        record_url = f"{stack.base_url}/calls/api/{stack.demo_tenant_id}/calls/{call['call_sid']}"
+        status = ""
+        for _ in range(60):  # Twilio's status callback (signed, POST /status) once the ticket expired
+            async with http.get(record_url) as answer:
+                status = (await answer.json()).get("status", "")
+            if status == "no-answer":
+                break
+            await asyncio.sleep(0.1)
+        assert status == "no-answer"
+        with pytest.raises(aiohttp.WSServerHandshakeError):
+            await http.ws_connect(stack.base_url.replace("http", "ws", 1) + call["relay"])  # too late
