@@ -98,8 +98,8 @@ class TenancyCallDirectory:
         grant = await self.ledger.acquire(stt, call_sid)
         if not grant.granted:
             return Admission(False, "vendor", f"{stt.label} streams {grant.in_use}/{stt.budget}")
-        llm = accounts["openai"]
-        if llm.budget > 0 and not (await self.ledger.count_request(llm)).granted:
+        llm = accounts["openai"]  # counted per turn by the tasks; here only looked at
+        if llm.budget > 0 and await self.ledger.has_room(llm) is False:
             await self.ledger.release(stt, call_sid)
             return Admission(False, "vendor", f"{llm.label} requests per minute at {llm.budget}")
         return ADMIT

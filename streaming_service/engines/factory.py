@@ -187,7 +187,11 @@ class CallEngineFactory:
         if self.capacity is None:
             return base
         from streaming_service.engines.fallback_tts import FallbackTextToSpeech
-        from streaming_service.engines.vendor_capacity import LeasedSpeechToText, LeasedTextToSpeech
+        from streaming_service.engines.vendor_capacity import (
+            LeasedSpeechToText,
+            LeasedTextToSpeech,
+            RateBudgetedAgent,
+        )
 
         accounts = await self.capacity.accounts(call.tenant_id, call.tenant_settings, frozenset(keys))
         options, ledger = self.settings.capacity, self.capacity.ledger
@@ -201,7 +205,11 @@ class CallEngineFactory:
                                                           slot_wait_ms=options.tts_slot_wait_ms,
                                                           first_byte_budget_ms=options.tts_first_byte_budget_ms),
                                        tts.backup)
-        return Engines(stt=stt, tts=tts, agent=base.agent, stt_fallback=base.stt_fallback)
+        agent = base.agent
+        offline_agent = getattr(agent, "offline", None)
+        if accounts["openai"].budget > 0 and offline_agent is not None:  # a vendor agent, with a rate budget
+            agent = RateBudgetedAgent(agent, offline_agent, ledger, accounts["openai"])
+        return Engines(stt=stt, tts=tts, agent=agent, stt_fallback=base.stt_fallback)
 
 
 def _fingerprint(key: str) -> str:

@@ -23,12 +23,17 @@ from typing import Any
 
 from shared.capacity import CapacityLedger, VendorAccount
 from streaming_service.engines.base import (
+    AgentEvent,
+    AgentRuntime,
+    CallContext,
+    Conversation,
     EngineError,
     SpeechToText,
     SpeechToTextStream,
     TextToSpeech,
     TranscriptEvent,
 )
+from streaming_service.telemetry.call_hooks import current_call_hooks
 
 log = logging.getLogger("voice_agent.capacity")
 
@@ -174,3 +179,38 @@ class _LeasedStream(SpeechToTextStream):
             await self.inner.close()
         finally:
             await self._release()
+
+
+class RateBudgetedAgent(AgentRuntime):
+    """The agent with the OpenAI account's requests-per-minute budget (shared by every task through Redis):
+    each turn counts one request in the minute's window; a turn over the budget is answered by the offline
+    policy (a capacity signal, reported as such), and the next turn tries the model again."""
+
+    def __init__(self, agent: AgentRuntime, offline: AgentRuntime, ledger: CapacityLedger,
+                 account: VendorAccount) -> None:
+        self.agent = agent
+        self.offline = offline
+        self.name = agent.name
+        self.ledger = ledger
+        self.account = account
+        self.over_budget_turns = 0
+
+    async def run_turn(self, call: CallContext, conversation: Conversation, user_text: str
+                       ) -> AsyncIterator[AgentEvent]:
+        grant = await self.ledger.count_request(self.account)
+        runtime = self.agent
+        if not grant.granted:
+            self.over_budget_turns += 1
+            log.warning("llm requests-per-minute budget spent; offline policy for this turn",
+                        extra={"account": self.account.label, "budget": self.account.budget})
+            current_call_hooks().vendor_error(self.account.vendor, VendorCapacityError(
+                self.account.vendor, f"{self.account.label}: {self.account.budget} requests per minute"))
+            runtime = self.offline
+        async for event in runtime.run_turn(call, conversation, user_text):
+            yield event
+
+    async def prepare_call(self, call: CallContext) -> None:
+        await self.agent.prepare_call(call)
+
+    async def release_call(self, call: CallContext) -> None:
+        await self.agent.release_call(call)

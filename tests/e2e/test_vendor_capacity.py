@@ -190,3 +190,37 @@ async def test_offline_capacity_mode_answers_with_the_offline_engines_and_says_s
         assert greeting.endswith(OFFLINE_NOTICE) and caller.agent_audio_ms() > 0
         assert session.engines.stt_fallback is None and "Offline" in type(session.engines.stt).__name__
     assert stack.deepgram.connections == 0 and stack.elevenlabs.requests == [] and stack.openai.requests == []
+
+
+async def test_llm_requests_per_minute_budget_sends_turns_past_it_to_the_offline_policy(
+        fakes: tuple[FakeDeepgram, FakeElevenLabs, FakeOpenAI], cache: JsonCache) -> None:
+    dg, el, oa = fakes
+    settings = vendor_settings(dg, el, oa, capacity={"openai_max_requests_per_minute": 1})
+    capacity = ServiceCapacity(settings, cache)
+    emf: list[str] = []
+    app = create_app(settings, build_engines(settings), capacity=capacity,
+                     telemetry=ServiceTelemetry.from_settings(settings, emf.append))
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    stack = VoiceStack(dg, el, oa, settings, port, app, runner)
+    try:
+        async with stack.call() as caller:
+            await caller.wait_for_agent(since=0)
+            spoken_at = await caller.say(marked_speech("What are your opening hours"))
+            await caller.wait_for_agent(since=spoken_at)
+            asked = len(oa.requests)
+            assert asked >= 1  # the one request this minute allows went to the model
+            spoken_at = await caller.say(marked_speech("Can I book for Monday"))
+            await caller.wait_for_agent(since=spoken_at)
+            assert caller.first_audio_after(spoken_at) is not None  # answered, by the offline policy
+            assert len(oa.requests) == asked
+            assert stack.session(caller).engines.agent.over_budget_turns == 1
+    finally:
+        await stack.close()
+    import json
+
+    documents = [json.loads(line) for line in emf]
+    assert metric_values(documents, "VendorCapacityExhausted", vendor="openai") == [1]
+    assert metric_values(documents, "VendorErrors", vendor="openai") == []
