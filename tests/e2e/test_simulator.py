@@ -58,7 +58,9 @@ async def test_marks_echo_only_after_their_audio_played_and_clear_echoes_pending
         await runner.cleanup()
     times = dict((name, at) for at, name in seen)
     assert times["first"] - times["sent"] >= 0.95  # echoed only after its second of audio played
-    assert times["second"] - times["clear"] < 0.1  # the pending mark came back at once after clear
+    # The pending mark came back at once after the clear, not after the second of audio before it played
+    # (a bound in audio terms, loose enough for a loaded machine).
+    assert times["second"] - times["clear"] < 0.5
     assert call.recording.agent  # played audio was recorded
 
 
