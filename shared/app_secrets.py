@@ -30,7 +30,6 @@ class AppSecrets:
     twilio_auth_token: str = ""
     stream_token_secret: str = ""
     tool_proxy_secret: str = ""
-    tenant_secrets_key: str = ""
     tool_secrets: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     @classmethod
@@ -42,7 +41,6 @@ class AppSecrets:
         return cls(twilio_auth_token=str(lowered.get("twilio_auth_token") or ""),
                    stream_token_secret=str(lowered.get("stream_token_secret") or ""),
                    tool_proxy_secret=str(lowered.get("tool_proxy_secret") or ""),
-                   tenant_secrets_key=str(lowered.get("tenant_secrets_key") or ""),
                    tool_secrets={str(t): {str(k): str(v) for k, v in names.items()}
                                  for t, names in dict(tool_secrets).items()})
 

@@ -12,7 +12,11 @@ role cannot read the table (a SECURITY DEFINER function returns one tenant's cip
 appear in tenant settings, in the tenant API, or in logs (`VendorKey.__repr__` hides them).
 
 The data key: `TENANT_SECRETS_KEY` (comma-separated: the first encrypts, all decrypt, so the data key
-itself can be rotated), else derived from `STREAM_TOKEN_SECRET` with HKDF under its own label. Fernet
+itself can be rotated), else derived from `STREAM_TOKEN_SECRET` with HKDF under its own label. In AWS it
+is the derived one: the tasks are given STREAM_TOKEN_SECRET from the app secret and nothing else of it, and
+the admin CLI reads the same field through Secrets Manager. Rotating STREAM_TOKEN_SECRET therefore needs
+`TENANT_SECRETS_KEY=<new>,<old>` on the tasks and the CLI (then `vendor-keys rotate` re-encrypts), or the
+tenants' keys set again. Fernet
 (AES-128-CBC + HMAC-SHA256, authenticated: a tampered or foreign ciphertext fails, it never decrypts to
 garbage).
 """
@@ -121,8 +125,10 @@ def cipher_for_admin(settings: Settings, local_secrets_file: Path | None = None)
     if settings.app_secret_arn:
         from shared.app_secrets import load_app_secrets
 
+        # Only STREAM_TOKEN_SECRET: it is what the tasks are given from this secret (infra injects the
+        # fields of APP_SECRET_FIELDS), so what the CLI encrypts, every task can open.
         app = load_app_secrets(settings.app_secret_arn)
-        return VendorKeyCipher.from_material(app.tenant_secrets_key, app.stream_token_secret)
+        return VendorKeyCipher.from_material("", app.stream_token_secret)
     if local_secrets_file is not None and local_secrets_file.exists():
         local = json.loads(local_secrets_file.read_text())
         return VendorKeyCipher.from_material(str(local.get("tenant_secrets_key") or ""),
