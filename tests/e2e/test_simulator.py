@@ -13,7 +13,7 @@ from shared import twilio_media as wire
 from tests.e2e.conftest import free_port
 
 
-async def _serve(handler) -> tuple[web.AppRunner, str]:  # type: ignore[no-untyped-def]
+async def _serve(handler) -> tuple[web.AppRunner, str]:
     app = web.Application()
     app.router.add_get("/twilio-stream", handler)
     runner = web.AppRunner(app, handle_signals=False)
