@@ -106,6 +106,8 @@ class PlaybackTracker:
         if index is None:
             return
         shift_s = echoed_at - (played.start_at + played.size / _BYTES_PER_S)
+        sentence = played.sentence  # heard for certain up to here, whatever the clock says later
+        sentence.heard_bytes = max(sentence.heard_bytes, played.offset + played.size)
         del self._plays[: index + 1]  # played for certain: no longer needed for the position
         for play in self._plays:
             play.start_at += shift_s

@@ -110,3 +110,16 @@ def test_marks_of_paused_sentences_are_renamed_and_old_echoes_ignored():
     assert t.on_mark(old, now=0.51) is None  # the clear's echo
     _spoken, heard = t.give_up()
     assert heard == "Long"  # 0.5 s of 2.0 s: a quarter of the words
+
+
+def test_what_an_echo_confirmed_stays_heard_whatever_the_clock_says():
+    t = PlaybackTracker()
+    a = t.begin_sentence("A sentence of two seconds.")
+    marks = []
+    for _ in range(100):
+        a.audio += b"\x00" * 160
+        marks.append(t.frame_sent(a, 160, now=0.0))
+    first = next(m for m in marks if m is not None)
+    t.on_mark(first, now=5.0)  # a very late echo pushes the rest of the model far into the future
+    t.pause(now=1.0)  # by the clock, nothing of the rest has started
+    assert a.heard_bytes == 8000  # but the first second was confirmed heard
