@@ -243,7 +243,8 @@ async def run(args: argparse.Namespace, costs: Costs | None = None) -> list[Call
                                capacity={"deepgram_max_streams": args.budget,
                                          "elevenlabs_max_concurrent_requests": args.tts_concurrency,
                                          "hold_music_url": "", "hold_pause_s": 1,
-                                         "fleet_heartbeat_interval_s": 1.0})
+                                         "fleet_heartbeat_interval_s": 1.0},
+                               max_calls_per_task=args.task_cap)
     db = await TenantDatabase.connect(app_dsn(admin_dsn), min_size=1, max_size=10)
     cache = JsonCache(redis_url, prefix=prefix)
     directory = TenantDirectory(db, cache)
@@ -347,6 +348,9 @@ def main() -> int:
     parser.add_argument("--tts-concurrency", type=int, default=5)
     parser.add_argument("--hold-s", type=int, default=3, help="the hold tenant's overflow_hold_s")
     parser.add_argument("--hold-line-s", type=float, default=6.0, help="how long an answered caller stays on")
+    parser.add_argument("--task-cap", type=int, default=0,
+                        help="max_calls_per_task of the one streaming task (0: none); below budget + extra, "
+                        "the fleet fills too: refused streams are retried, then the overflow policy")
     parser.add_argument("--out", help="write the per-call report as JSON here")
     parser.add_argument("--measure", action="store_true",
                         help="own Redis; callers talk; Redis ops and DB writes per call-minute")
