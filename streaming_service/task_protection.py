@@ -101,5 +101,8 @@ class TaskProtection:
                     wait = max(1.0, self.expires_at - time.monotonic() - self.options.renew_before_expiry_s)
                 else:
                     wait = self.options.retry_after_s if not ok else 3600.0
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that arrives as
+                # the event is set, and this loop would then outlive the server's shutdown.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), timeout=wait)
+                    async with asyncio.timeout(wait):
+                        await self._changed.wait()

@@ -227,7 +227,7 @@ class AlbFrontDoor:
 
 
 async def serve(app: web.Application, port: int, context: ssl.SSLContext | None) -> web.AppRunner:
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port, ssl_context=context).start()
     return runner
