@@ -80,10 +80,27 @@ class OperationsDashboard(Construct):
                               redis_metric(cache_primary_node_id, "DatabaseMemoryUsagePercentage"),
                               redis_metric(cache_primary_node_id, "CurrConnections")]),
         ]
+        # Vendor capacity (issue 17): the platform accounts' budget use, and capacity refusals per tenant and
+        # vendor (a dashboard may SEARCH across the tenant dimension, an alarm may not).
+        capacity = [
+            _graph("Platform vendor budget used (%)",
+                   [m.vendor_lease_use_percent(v) for v in ("deepgram", "elevenlabs")]),
+            _graph("Vendor slots in use (platform)", [
+                cloudwatch.Metric(namespace=m.vendor_lease_use_percent("deepgram").namespace,
+                                  metric_name="VendorLeasesInUse",
+                                  dimensions_map={"service": "streaming", "environment": m.env_name,
+                                                  "vendor": v, "account": "platform"},
+                                  statistic=Stats.MAXIMUM, period=Duration.minutes(1), label=v)
+                for v in ("deepgram", "elevenlabs")]),
+            _graph("VendorCapacityExhausted by tenant and vendor", [cloudwatch.MathExpression(
+                expression=("SEARCH('{VoiceAgent,environment,service,tenant,vendor} "
+                            f"MetricName=\"VendorCapacityExhausted\" environment=\"{m.env_name}\"', 'Sum', 60)"),
+                using_metrics={}, label="", period=Duration.minutes(1))]),
+        ]
         self.dashboard = cloudwatch.Dashboard(
             self,
             "Dashboard",
             dashboard_name=f"voice-agent-{m.env_name}",
             default_interval=Duration.hours(3),
-            widgets=[calls, pipeline, lambdas, edge, data],
+            widgets=[calls, pipeline, capacity, lambdas, edge, data],
         )
