@@ -78,6 +78,7 @@ class WebhookApi(Construct):
         # With a custom domain, that is the URL Twilio is given (and signs): a number's webhook then survives
         # the API being replaced.
         self.url = self.api.api_endpoint
+        self.domain_target = ""
         if domain_name and certificate_arn:
             domain = apigw.DomainName(
                 self, "Domain", domain_name=domain_name,

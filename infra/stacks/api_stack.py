@@ -95,3 +95,6 @@ class ApiStack(Stack):
         CfnOutput(self, "TwilioStatusCallbackUrl", value=f"{self.api.url}/status",
                   description="Optional: the number's 'Call status changes' callback (HTTP POST)")
         CfnOutput(self, "McpUrl", value=self.mcp_url)
+        if self.api.domain_target:
+            CfnOutput(self, "ApiDomainTarget", value=self.api.domain_target,
+                      description="Point the api_domain_name DNS record (CNAME/alias) here")

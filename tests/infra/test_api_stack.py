@@ -62,3 +62,23 @@ def test_stage_throttles_and_logs_access(dev: SynthesizedEnvironment, prod: Synt
                 "AccessLogSettings": Match.object_like({"DestinationArn": Match.any_value()}),
             },
         )
+
+
+def test_a_custom_api_domain_is_the_url_twilio_signs(tmp_path) -> None:
+    from aws_cdk import App
+
+    from infra.app import build_stacks, config_from_context
+    from tests.infra.conftest import cdk_context
+
+    context = {**cdk_context("dev"), "api_domain_name": "hooks.example.com",
+               "api_certificate_arn": "arn:aws:acm:us-east-1:111111111111:certificate/api"}
+    app = App(context=context, outdir=str(tmp_path / "cdk.out"))
+    stacks = build_stacks(app, config_from_context(app), build_dir=tmp_path / "build")
+    template = app.synth().get_stack_by_name(stacks.api.stack_name).template
+    [webhook] = [r["Properties"] for r in template["Resources"].values() if r["Type"] == "AWS::Lambda::Function"
+                 and r["Properties"]["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"] == "voice-webhook"]
+    assert webhook["Environment"]["Variables"]["PUBLIC_URL"] == "https://hooks.example.com"
+    assert template["Outputs"]["VoiceWebhookUrl"]["Value"] == "https://hooks.example.com/voice"
+    assert "ApiDomainTarget" in template["Outputs"]
+    mappings = [r for r in template["Resources"].values() if r["Type"] == "AWS::ApiGatewayV2::ApiMapping"]
+    assert len(mappings) == 1
