@@ -38,7 +38,7 @@ def test_every_lambda_handler_loads_from_its_asset(every_env: SynthesizedEnviron
 def test_a_handler_string_naming_nothing_fails_with_the_resource_named(dev: SynthesizedEnvironment,
                                                                        tmp_path: Path) -> None:
     assembly = CloudAssembly.load(dev.outdir)
-    stack, logical_id, resource = next(h for h in _python_functions(assembly) if "Webhook" in h[1])
+    stack, logical_id, _ = next(h for h in _python_functions(assembly) if "Webhook" in h[1])
     with pytest.raises(RehearsalFault, match=rf"{logical_id}\.Handler.*Runtime.HandlerNotFound"):
         LambdaEnvironment(stack.where(logical_id), logical_id, assembly.asset_dir(stack, logical_id),
                           "functions.voice_webhook.handler.handler", Network(tmp_path).process_env(), 3,
