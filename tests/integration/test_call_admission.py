@@ -132,18 +132,18 @@ async def test_hold_plays_then_retries_and_gets_in_when_a_slot_frees(
     await make_tenant("cap", numbers=[number], overflow_policy="hold", overflow_hold_s=600)
     first, _ = await _fill(webhook, number, 2)
     sid = _sid()
-    status, body = await post_signed(f"{webhook}/voice", _call_form(number, sid))
+    _, body = await post_signed(f"{webhook}/voice", _call_form(number, sid))
     doc = _doc(body)
     assert doc.findtext("Say") == twiml_text.HOLD_TEXT and doc.find("Pause") is not None
     redirect = doc.findtext("Redirect") or ""
     assert redirect.startswith(f"{webhook}/voice?hold_since=")
     # Still full: more hold, without the announcement again.
-    status, body = await post_signed(redirect, _call_form(number, sid))
+    _, body = await post_signed(redirect, _call_form(number, sid))
     doc = _doc(body)
     assert doc.find("Say") is None and doc.find("Pause") is not None and doc.find("Redirect") is not None
     # A call ends (Twilio's completed status callback frees its slot): the held caller gets in.
     await post_signed(f"{webhook}/status", _call_form(number, first, CallStatus="completed"))
-    status, body = await post_signed(redirect, _call_form(number, sid))
+    _, body = await post_signed(redirect, _call_form(number, sid))
     assert _doc(body).find("Connect/Stream") is not None and "capacity_mode" not in _params(body)
 
 
@@ -151,7 +151,7 @@ async def test_hold_past_its_limit_falls_back_to_offline(webhook: str, make_tena
     number = unique_number()
     await make_tenant("cap", numbers=[number], overflow_policy="hold", overflow_hold_s=30)
     await _fill(webhook, number, 2)
-    status, body = await post_signed(f"{webhook}/voice?hold_since=1000", _call_form(number, _sid()))
+    _, body = await post_signed(f"{webhook}/voice?hold_since=1000", _call_form(number, _sid()))
     assert _params(body)["capacity_mode"] == "offline"
 
 
@@ -181,11 +181,11 @@ async def test_full_fleet_overflows_even_with_vendor_room(
     fleet = FleetRegistry(cache)
     await fleet.heartbeat("task-a", live_calls=3, cap=3, ttl_s=60)
     await fleet.heartbeat("task-b", live_calls=5, cap=5, ttl_s=60)
-    status, body = await post_signed(f"{webhook}/voice", _call_form(number, _sid()))
+    _, body = await post_signed(f"{webhook}/voice", _call_form(number, _sid()))
     # Offline engines need a task too: a human is the next best thing.
     assert _doc(body).findtext("Dial") == FALLBACK
     await fleet.heartbeat("task-b", live_calls=4, cap=5, ttl_s=60)
-    status, body = await post_signed(f"{webhook}/voice", _call_form(number, _sid()))
+    _, body = await post_signed(f"{webhook}/voice", _call_form(number, _sid()))
     assert _doc(body).find("Connect/Stream") is not None
 
 
@@ -194,15 +194,15 @@ async def test_refused_stream_is_retried_then_overflows(webhook: str, make_tenan
     await make_tenant("cap", numbers=[number], overflow_policy="busy")
     sid = _sid()
     await _fill(webhook, number, 0)
-    status, body = await post_signed(f"{webhook}/voice", _call_form(number, sid))
+    _, body = await post_signed(f"{webhook}/voice", _call_form(number, sid))
     action = _doc(body).find("Connect")
     assert action is not None
     # No task took the stream (none claimed it): Twilio asks the action URL, which tries a fresh stream.
-    status, body = await post_signed(action.get("action") or "", _call_form(number, sid))
+    _, body = await post_signed(action.get("action") or "", _call_form(number, sid))
     retry = _doc(body).find("Connect")
     assert retry is not None and retry.get("action") == f"{webhook}/voice/after-stream?attempt=2"
     assert _params(body)["stream_token"] != ""
-    status, body = await post_signed(retry.get("action") or "", _call_form(number, sid))
+    _, body = await post_signed(retry.get("action") or "", _call_form(number, sid))
     assert _doc(body).findtext("Say") == twiml_text.BUSY_TEXT
 
 
@@ -213,7 +213,7 @@ async def test_a_stream_that_started_ends_as_before(
     sid = _sid()
     await post_signed(f"{webhook}/voice", _call_form(number, sid))
     await cache.run(lambda r: r.set(cache.key("stream", "started", sid), "MZ1", ex=60), None)
-    status, body = await post_signed(f"{webhook}/voice/after-stream", _call_form(number, sid))
+    _, body = await post_signed(f"{webhook}/voice/after-stream", _call_form(number, sid))
     assert _doc(body).find("Hangup") is not None and _doc(body).find("Connect") is None
 
 
@@ -225,7 +225,7 @@ async def test_redis_unreachable_admits(admin_dsn: str, make_tenant: MakeTenant)
     runner, base = await _serve(create_handler(_config(app_dsn(admin_dsn), "redis://127.0.0.1:1/0", "x", tight)))
     try:
         for _ in range(3):
-            status, body = await post_signed(f"{base}/voice", _call_form(number, _sid()))
+            _, body = await post_signed(f"{base}/voice", _call_form(number, _sid()))
             assert _doc(body).find("Connect/Stream") is not None and "capacity_mode" not in _params(body)
     finally:
         await runner.cleanup()
