@@ -85,7 +85,7 @@ def _doc(body: str) -> ET.Element:
 
 
 def _params(body: str) -> dict[str, str | None]:
-    return {p.get("name"): p.get("value") for p in _doc(body).iter("Parameter")}
+    return {p.get("name", ""): p.get("value") for p in _doc(body).iter("Parameter")}
 
 
 async def _fill(webhook: str, number: str, calls: int) -> list[str]:
