@@ -73,8 +73,10 @@ class CapacityOptions(BaseModel):
     fleet_heartbeat_interval_s: float = 5.0
     fleet_heartbeat_ttl_s: float = 15.0  # a task silent this long is gone (crashed or stopped)
     stream_retry_attempts: int = 2  # a refused stream is retried this often before the overflow policy
-    hold_music_url: str = "http://com.twilio.sounds.music.s3.amazonaws.com/MARKOVICHAMP-Borghestral.mp3"
-    hold_pause_s: int = 10  # without hold music: silence between "please hold" and the next retry
+    # A short clip (about hold_pause_s long): the next try for room comes when it has played, so a full
+    # music track would hold the caller for its whole length. Empty: a spoken "please hold" and a short pause.
+    hold_music_url: str = ""
+    hold_pause_s: int = 5
 
 
 class DrainOptions(BaseModel):

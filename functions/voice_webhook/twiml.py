@@ -10,6 +10,7 @@ UNKNOWN_NUMBER_TEXT = "Sorry, this number is not in service. Goodbye."
 APOLOGY_TEXT = "Sorry, we are having technical difficulties."
 APOLOGY_TRANSFER_TEXT = "Sorry, we are having technical difficulties. Let me connect you to someone."
 HOLD_TEXT = "All of our lines are busy right now. Please hold, and we will be with you shortly."
+HOLD_AGAIN_TEXT = "Thank you for holding."
 BUSY_TEXT = "Sorry, all of our lines are busy right now. Please call again in a few minutes. Goodbye."
 FORWARD_TEXT = "All of our lines are busy right now. Let me connect you to someone."
 
@@ -69,7 +70,9 @@ def hold(redirect_url: str, *, first: bool, music_url: str, pause_s: int) -> str
         response.say(HOLD_TEXT)
     if music_url:
         response.play(music_url)
-    else:
+    else:  # no clip: a few seconds of quiet between spoken lines, never a long silence
+        if not first:
+            response.say(HOLD_AGAIN_TEXT)
         response.pause(length=max(1, pause_s))
     response.redirect(redirect_url, method="POST")
     return str(response)
