@@ -45,7 +45,7 @@ class HttpApiFrontDoor:
     routes: dict[str, ApiRoute]
     session: aiohttp.ClientSession
     hop: Hop
-    calls: list[tuple[str, int]] = field(default_factory=list)
+    calls: list[tuple[str, int, str]] = field(default_factory=list)  # route key, status, trace root
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=10 * 1024 * 1024)
@@ -68,7 +68,8 @@ class HttpApiFrontDoor:
         result = await route.function.invoke(self.session, event, trace)
         response = to_response(result)
         elapsed_ms = (time.perf_counter() - started) * 1000
-        self.calls.append((route.route_key, response.status))
+        root = next((p.removeprefix("Root=") for p in trace.split(";") if p.startswith("Root=")), "")
+        self.calls.append((route.route_key, response.status, root))
         self.hop(f"API Gateway {host} {route.route_key} -> Lambda {route.function.name} "
                  f"({route.function.handler}): {response.status} in {elapsed_ms:.0f} ms")
         return response

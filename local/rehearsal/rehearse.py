@@ -54,7 +54,7 @@ from local.rehearsal.stand_ins import (
     free_port,
     generated_secret,
 )
-from local.rehearsal.traces import OtlpReceiver
+from local.rehearsal.traces import OtlpReceiver, XRayDaemon, otel_trace_id
 
 CALLER = "+15557654321"
 OPENAI_HOST = "api.openai.com"
@@ -89,6 +89,7 @@ class RehearsalReport:
     mcp_calls: int = 0
     protection_changes: list[bool] = field(default_factory=list)
     traces: dict[str, list[str]] = field(default_factory=dict)
+    call_trace: dict[str, Any] = field(default_factory=dict)
     webhook_url: str = ""
     signing_url: str = ""
 
@@ -315,6 +316,9 @@ class Rehearsal:
                 self.network.route(host, listener_port, local)
         self.openai_port = free_port()
         self.network.route(OPENAI_HOST, 443, self.openai_port)
+        self.xray = XRayDaemon()
+        xray_address = f"127.0.0.1:{await self.xray.start()}"
+        self._cleanup.append(self.xray.stop)
         started: dict[str, LambdaEnvironment] = {}
         for stack, logical_id, resource in self.assembly.find("AWS::Lambda::Function"):
             props = resource["Properties"]
@@ -324,6 +328,7 @@ class Rehearsal:
             variables = self.resolver.resolve(stack, props.get("Environment", {}).get("Variables", {}))
             env = {**self.network.process_env(), **self.secrets.env(), **{k: str(v) for k, v in variables.items()},
                    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(props.get("MemorySize", 128)),
+                   "AWS_XRAY_DAEMON_ADDRESS": xray_address,
                    "REHEARSAL_FUNCTION_ARN": self.attribute(stack, logical_id, "Arn")}
             started[self.attribute(stack, logical_id, "Arn")] = LambdaEnvironment(
                 where, self.physical_id(stack, logical_id), self.assembly.asset_dir(stack, logical_id),
@@ -539,7 +544,7 @@ class Rehearsal:
         await asyncio.wait_for(dialled.call.closed.wait(), 15)
         self.report.after_stream_twiml = await after_stream(dialled, self.twilio_auth_token, self.http)
         await self._wait_protection(False)
-        self.report.mcp_calls = sum(1 for key, status in self.api.calls if key == "POST /mcp" and status == 200)
+        self.report.mcp_calls = sum(1 for key, status, _ in self.api.calls if key == "POST /mcp" and status == 200)
 
     async def _call(self, tenant: dict[str, Any]) -> None:
         from local.call_simulator import after_stream
@@ -601,15 +606,38 @@ class Rehearsal:
         finally:
             await db.close()
         self.report.booking = found[0].__dict__ if found else None
-        self.report.mcp_calls = sum(1 for key, status in self.api.calls if key == "POST /mcp" and status == 200)
+        self.report.mcp_calls = sum(1 for key, status, _ in self.api.calls if key == "POST /mcp" and status == 200)
         self.hop(f"booking in Postgres: {self.report.booking and self.report.booking.get('customer_name')}; "
                  f"MCP calls from the task to the tool proxy: {self.report.mcp_calls}")
-        self.report.traces = self.otlp.traces()
 
     async def _drain(self, task_url: str) -> None:
         await self.group.deregister(self.target, self.hop)
         code = await self.task.stop()
         self.hop(f"task stopped (SIGTERM) with exit code {code}")
+        self._trace_summary()
+
+    def _trace_summary(self) -> None:
+        """One call, one trace: the root API Gateway gave `/voice` is the root of the task's spans (via the
+        stream parameter) and of every `/mcp` request (X-Amzn-Trace-Id), and the Lambdas' segments carry it."""
+        self.report.traces = self.otlp.traces()
+        voice_roots = [root for key, _, root in self.api.calls if key == "POST /voice"]
+        if not voice_roots:
+            return
+        root = voice_roots[0]
+        mcp_roots = [r for key, _, r in self.api.calls if key == "POST /mcp"]
+        self.report.call_trace = {
+            "root": root,
+            "task_spans": len(self.report.traces.get(otel_trace_id(root), [])),
+            "lambda_segments": len(self.xray.segments.get(root, [])),
+            "mcp_requests": len(mcp_roots),
+            "mcp_requests_in_trace": sum(1 for r in mcp_roots if r == root),
+        }
+        call_traces = [t for t, names in self.report.traces.items() if "turn" in names or "call" in names]
+        self.report.call_trace["traces_with_call_spans"] = len(call_traces)
+        self.hop(f"trace {root}: {self.report.call_trace['task_spans']} task spans (OTLP), "
+                 f"{self.report.call_trace['lambda_segments']} Lambda segments (X-Ray daemon), "
+                 f"{self.report.call_trace['mcp_requests_in_trace']}/{len(mcp_roots)} MCP requests in it; "
+                 f"{len(call_traces)} trace(s) hold call spans")
 
 
 async def rehearse(env_name: str, workdir: Path | None = None, out: Callable[[str], None] = print,

@@ -1,8 +1,13 @@
-"""The ADOT collector's stand-in: an OTLP/HTTP receiver that keeps which spans arrived under which trace."""
+"""Where traces go: the ADOT collector's stand-in (OTLP/HTTP, the task's spans) and the X-Ray daemon's
+(UDP, the Lambdas' segments), each keeping which spans arrived under which trace."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 from collections import defaultdict
+from typing import Any
 
 from aiohttp import web
 
@@ -43,3 +48,35 @@ class OtlpReceiver:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+
+class XRayDaemon(asyncio.DatagramProtocol):
+    """The X-Ray daemon's UDP port that Lambda gives every function (`AWS_XRAY_DAEMON_ADDRESS`): the
+    Lambdas' segments (Powertools Tracer, aws-xray-sdk) arrive as `{"format": "json", ...}\\n{segment}`."""
+
+    def __init__(self) -> None:
+        self.segments: dict[str, list[str]] = defaultdict(list)
+        self._transport: asyncio.DatagramTransport | None = None
+
+    async def start(self) -> int:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=("127.0.0.1", 0))
+        self._transport = transport
+        return int(transport.get_extra_info("sockname")[1])
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        _, _, body = data.partition(b"\n")
+        with contextlib.suppress(ValueError):
+            segment = json.loads(body)
+            trace_id = str(segment.get("trace_id", ""))
+            self.segments[trace_id].append(str(segment.get("name", "")))
+
+    def stop(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+def otel_trace_id(xray_trace_id: str) -> str:
+    """`1-5f84c7a1-0123456789abcdef01234567` -> the 32-hex OpenTelemetry id of the same trace."""
+    parts = xray_trace_id.split("-")
+    return "".join(parts[1:3]) if len(parts) == 3 else ""

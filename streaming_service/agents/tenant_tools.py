@@ -23,6 +23,7 @@ from shared.stream_token import mint_stream_token
 from shared.tenancy.cache import JsonCache
 from streaming_service.engines.base import CallContext
 from streaming_service.telemetry.call_hooks import current_call_hooks
+from streaming_service.telemetry.tracing import xray_headers
 
 log = logging.getLogger(__name__)
 MCP_PATH = "/mcp"
@@ -121,7 +122,8 @@ class TenantToolServers:
         server = TenantMCPServer(
             call.tenant_id, self._tool_list, name="tenant-tools", cache_tools_list=True,
             client_session_timeout_seconds=self._timeout_s, max_retry_attempts=0,
-            params={"url": self.url, "headers": {"Authorization": f"Bearer {token}"},
+            # The call's trace rides on every MCP request (X-Ray format), so /mcp joins the call's trace.
+            params={"url": self.url, "headers": {"Authorization": f"Bearer {token}", **xray_headers()},
                     "timeout": self._timeout_s, "terminate_on_close": True})
         # The MCP client's task groups must be entered and left by one task: a holder task per call owns
         # the connection; turns (other tasks) only send requests over it.

@@ -20,7 +20,12 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from streaming_service.engines.base import AgentEvent, CallContext
 from streaming_service.telemetry.call_hooks import bind_call_hooks
 from streaming_service.telemetry.service_metrics import ServiceMetrics
-from streaming_service.telemetry.tracing import ANNOTATED, XRAY_ANNOTATIONS_KEY, parent_from_trace_header
+from streaming_service.telemetry.tracing import (
+    ANNOTATED,
+    CALL_SPAN,
+    XRAY_ANNOTATIONS_KEY,
+    parent_from_trace_header,
+)
 from streaming_service.turn_metrics import TurnMetrics
 
 log = logging.getLogger("voice_agent.telemetry")
@@ -64,7 +69,7 @@ class CallTelemetry:
         self._started_at = time.monotonic()
         self._call_span = self.tracer.start_span(
             # No header: a new root (an empty context, never whatever happens to be current).
-            "call", context=parent_from_trace_header(self._trace_header) or otel_context.Context(),
+            CALL_SPAN, context=parent_from_trace_header(self._trace_header) or otel_context.Context(),
             kind=SpanKind.SERVER,
             attributes=self._annotated({"stream_sid": self.call.stream_sid}))
         otel_context.attach(trace.set_span_in_context(self._call_span))

@@ -15,6 +15,7 @@ the tracer is OTel's no-op, nothing is buffered and nothing is sent.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -23,7 +24,13 @@ from opentelemetry.propagators.aws.aws_xray_propagator import TRACE_HEADER_KEY
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+)
 
 log = logging.getLogger("voice_agent.tracing")
 
@@ -33,6 +40,22 @@ EXPORT_TIMEOUT_S = 5.0
 # filterable: `annotation.tenant_id = "…"`); other attributes become metadata.
 XRAY_ANNOTATIONS_KEY = "aws.xray.annotations"
 ANNOTATED = ("tenant_id", "call_sid")
+
+
+CALL_SPAN = "call"
+
+
+class CallRootsOnly(Sampler):
+    """Root spans: only a call's own. A Redis command outside any call (a heartbeat, a claim, the cache's
+    housekeeping) would otherwise start a one-span trace of its own, many per call, all cost and no use."""
+
+    def should_sample(self, parent_context: Context | None, trace_id: int, name: str, *args: Any,
+                      **kwargs: Any) -> SamplingResult:
+        sampler = ALWAYS_ON if name == CALL_SPAN else ALWAYS_OFF
+        return sampler.should_sample(parent_context, trace_id, name, *args, **kwargs)
+
+    def get_description(self) -> str:
+        return "CallRootsOnly"
 
 
 class ServiceTracing:
@@ -58,7 +81,7 @@ class ServiceTracing:
         provider = TracerProvider(
             resource=Resource.create({"service.name": service_name, "deployment.environment": environment}),
             id_generator=AwsXRayIdGenerator(),  # trace ids X-Ray accepts (epoch seconds in the first 32 bits)
-            sampler=ParentBased(ALWAYS_ON))
+            sampler=ParentBased(root=CallRootsOnly()))
         exporter = OTLPSpanExporter(endpoint=endpoint.rstrip("/") + "/v1/traces", timeout=EXPORT_TIMEOUT_S)
         provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=schedule_delay_ms))
         log.info("tracing to the collector", extra={"endpoint": endpoint})
@@ -101,3 +124,12 @@ def parent_from_trace_header(header: str) -> Context | None:
     context = AwsXRayPropagator().extract({TRACE_HEADER_KEY: header})
     span_context = trace.get_current_span(context).get_span_context()
     return context if span_context.is_valid else None
+
+
+def xray_headers() -> dict[str, str]:
+    """The current span as an `X-Amzn-Trace-Id` header, for clients no instrumentation covers (the MCP
+    session's httpx2); empty when no span is recording (tracing off)."""
+    carrier: dict[str, str] = {}
+    if trace.get_current_span().get_span_context().is_valid:
+        AwsXRayPropagator().inject(carrier)
+    return carrier

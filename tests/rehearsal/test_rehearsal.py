@@ -33,4 +33,10 @@ async def test_dev_templates_take_a_call_that_books(tmp_path: Path) -> None:
     # Scale-in protection was held during the call and given back after it.
     assert report.protection_changes == [True, False]
     assert "<Hangup" in report.after_stream_twiml
+    # One call, one trace, in X-Ray's propagation format on every hop: the root API Gateway gave /voice is
+    # the root of the task's spans and of each /mcp request, and the Lambdas' segments carry it.
+    trace = report.call_trace
+    assert trace["task_spans"] > 0 and trace["lambda_segments"] > 0
+    assert trace["mcp_requests"] >= 1 and trace["mcp_requests_in_trace"] == trace["mcp_requests"]
+    assert trace["traces_with_call_spans"] == 1 and len(report.traces) == 1
     assert "task stopped (SIGTERM) with exit code 0" in hops
