@@ -69,6 +69,22 @@ async def test_without_false_interruption_resume_a_barge_in_clears_once_and_stop
     assert_stopped_at_the_clear(stack, *await interrupt_a_slow_reply(stack))
 
 
+async def test_with_interruptions_off_the_caller_cannot_cut_the_reply(stack_factory):
+    stack = await stack_factory(interruption={"enabled": False})
+    stack.openai.script("Our opening hours are nine to five on weekdays, and ten to two on Saturdays.")
+    async with stack.call() as caller:
+        await caller.wait_for_agent(since=0)
+        asked_at = await caller.say(marked_speech("When are you open"))
+        await wait_until(lambda: caller.first_audio_after(asked_at) is not None)
+        over_at = time.monotonic()
+        await caller.say(marked_speech("Actually just book me a haircut"))
+        await caller.wait_for_agent(since=over_at)
+        session = stack.session(caller)
+    assert caller.clears_after(over_at) == [] and session.barge_ins == 0
+    first = next(t for t in session.transcript if t["text"].startswith("Our opening hours"))
+    assert not first["interrupted"]
+
+
 @pytest.mark.xfail(strict=True, reason="bug, reported: CallSession._barge_in sets metrics.barge_in after "
                    "_cancel_reply has already logged the interrupted turn's summary, so turn figures never "
                    "say barge_in (call_session.py is its owner's to fix)")
