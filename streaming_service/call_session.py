@@ -591,6 +591,8 @@ class CallSession:
             return
         metrics = self._reply_metrics
         committed = self._reply_committed
+        if metrics is not None:
+            metrics.barge_in = True  # before the cancelled reply logs its figures
         self._stop_hold_task()
         await self._cancel_reply()  # producers first, so nothing new is queued behind the clear
         self._hold_since = None
@@ -608,8 +610,6 @@ class CallSession:
             self.conversation.add_assistant(heard)
         self.barge_ins += 1
         self._save_history()
-        if metrics is not None:
-            metrics.barge_in = True
         self.telemetry.barge_in(reason)
         self._record("agent", spoken, interrupted=True, heard=heard)
         log.info("barge-in", extra={"reason": reason, "heard": heard})
