@@ -25,7 +25,7 @@ def main() -> int:
     print(f"\nrehearsal {args.env}: {'PASSED' if booked and report.mcp_calls else 'FAILED'} - booking "
           f"{'made' if booked else 'MISSING'}, {len(report.transcript)} transcript entries via the tenant API, "
           f"{report.mcp_calls} MCP call(s), protection {report.protection_changes}, "
-          f"{len(report.traces)} trace(s)")
+          f"{len(report.traces)} trace(s) exported")
     return 0 if booked and report.mcp_calls else 1
 
 

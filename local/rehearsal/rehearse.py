@@ -18,14 +18,20 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import aiohttp
 from aiohttp import web
 
+from local.rehearsal.caller import (
+    OPENAI_HOST,
+    TENANT_SETTINGS,
+    BookingCall,
+    DeployedShape,
+    RehearsalReport,
+    openai_outage,
+)
 from local.rehearsal.cloud_assembly import (
     ACCOUNT_ID,
     CloudAssembly,
@@ -54,53 +60,14 @@ from local.rehearsal.stand_ins import (
     free_port,
     generated_secret,
 )
-from local.rehearsal.traces import OtlpReceiver, XRayDaemon, otel_trace_id
-
-CALLER = "+15557654321"
-OPENAI_HOST = "api.openai.com"
-SCRIPT = ("I'd like to book a haircut tomorrow at three", "My name is John Smith", "Yes please",
-          "No thank you goodbye")
-TENANT_SETTINGS: dict[str, Any] = {
-    "greeting": "Thanks for calling Rehearsal Salon. How can I help you today?",
-    "timezone": "America/New_York",
-    "services": ["haircut", "colouring"],
-    "business_hours": {day: [["09:00", "18:00"]] for day in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")},
-    "toolbox": [{"name": "loyalty_points", "description": "Look up a caller's loyalty points.",
-                 "input_schema": {"type": "object", "properties": {"phone": {"type": "string"}},
-                                  "required": ["phone"]},
-                 "target": {"method": "GET", "url": "https://loyalty.example.com/points/{{phone}}"}}],
-}
-
-
-async def openai_outage(request: web.Request) -> web.Response:
-    """OpenAI's API during an outage: the documented error shape, 503."""
-    await request.read()
-    return web.json_response({"error": {"message": "The engine is currently overloaded (rehearsal outage)",
-                                        "type": "server_error", "param": None, "code": None}}, status=503)
-
-
-@dataclass
-class RehearsalReport:
-    env_name: str
-    hops: list[tuple[float, str]] = field(default_factory=list)
-    booking: dict[str, Any] | None = None
-    transcript: list[dict[str, Any]] = field(default_factory=list)
-    after_stream_twiml: str = ""
-    mcp_calls: int = 0
-    protection_changes: list[bool] = field(default_factory=list)
-    traces: dict[str, list[str]] = field(default_factory=dict)
-    call_trace: dict[str, Any] = field(default_factory=dict)
-    webhook_url: str = ""
-    signing_url: str = ""
+from local.rehearsal.traces import OtlpReceiver, XRayDaemon, call_trace_summary
 
 
 class Rehearsal:
-    def __init__(self, env_name: str, workdir: Path, out: Callable[[str], None] = print,
-                 full_call: bool = True) -> None:
+    def __init__(self, env_name: str, workdir: Path, out: Callable[[str], None] = print) -> None:
         self.env_name = env_name
         self.workdir = workdir
         self.out = out
-        self.full_call = full_call
         self.report = RehearsalReport(env_name)
         self._t0 = time.monotonic()
         self._cleanup: list[Callable[[], Any]] = []
@@ -192,10 +159,7 @@ class Rehearsal:
         tenant = await self._operator_setup()
         await self._api(lambdas)
         task_url = await self._task_and_alb()
-        if self.full_call:
-            await self._call(tenant)
-        else:
-            await self._first_answer(tenant)
+        await self._call(tenant)
         await self._drain(task_url)
 
     def _check_runtimes(self) -> None:
@@ -515,100 +479,17 @@ class Rehearsal:
         self.hop(f"target group {group_id}: {group.path} healthy after {time.monotonic() - started:.1f} s "
                  f"({group.healthy_threshold} checks, {group.interval_s:.0f} s apart)")
 
-    async def _dial(self, tenant: dict[str, Any]) -> Any:
-        from local.call_simulator import dial
-
-        stack = self.assembly.one("AWS::ApiGatewayV2::Api")[0]
-        outputs = stack.template["Outputs"]
-        self.report.webhook_url = str(self.resolver.resolve(stack, outputs["VoiceWebhookUrl"]["Value"]))
-        self.http = self.network.http_session()
-        self._cleanup.append(self.http.close)
-        base = self.report.webhook_url.removesuffix("/voice")
-        started = time.perf_counter()
-        dialled = await dial(base, to=tenant["number"], from_=CALLER, auth_token=self.twilio_auth_token,
-                             http=self.http)
-        self.hop(f"Twilio: POST {self.report.webhook_url} (signed for that URL) -> TwiML <Connect><Stream "
-                 f"url={dialled.call.signed_url}> ({(time.perf_counter() - started) * 1000:.0f} ms)")
-        await dialled.call.connect()
-        return dialled
-
-    async def _first_answer(self, tenant: dict[str, Any]) -> None:
-        """The short form: the greeting plays through every hop, then the caller hangs up."""
-        from local.call_simulator import after_stream
-
-        dialled = await self._dial(tenant)
-        await dialled.call.wait_for_agent(since=0, timeout_s=60)
-        await self._wait_protection(True)
-        self.hop(f"caller heard the greeting ({dialled.call.agent_audio_ms():.0f} ms of agent audio)")
-        await dialled.call.hang_up()
-        await asyncio.wait_for(dialled.call.closed.wait(), 15)
-        self.report.after_stream_twiml = await after_stream(dialled, self.twilio_auth_token, self.http)
-        await self._wait_protection(False)
-        self.report.mcp_calls = sum(1 for key, status, _ in self.api.calls if key == "POST /mcp" and status == 200)
-
     async def _call(self, tenant: dict[str, Any]) -> None:
-        from local.call_simulator import after_stream
-        from streaming_service.engines.offline_tts import OfflineTextToSpeech
-
-        voice = OfflineTextToSpeech(voice="en-us", rate_wpm=150)
-        dialled = await self._dial(tenant)
-        call = dialled.call
-        await call.wait_for_agent(since=0, timeout_s=60)
-        self.hop("caller heard the greeting")
-        await self._wait_protection(True)
-        for line in SCRIPT:
-            if call.closed.is_set():
-                break
-            audio = b"".join([chunk async for chunk in voice.synthesize(line)])
-            spoken_at = await call.say(audio)
-            with contextlib.suppress(TimeoutError):
-                await call.wait_for_agent(since=spoken_at, quiet_s=1.2, timeout_s=45)
-            self.hop(f"caller said {line!r}; agent answered after "
-                     f"{((call.first_audio_after(spoken_at) or spoken_at) - spoken_at) * 1000:.0f} ms")
-        await asyncio.wait_for(call.closed.wait(), 30)
-        self.report.after_stream_twiml = await after_stream(dialled, self.twilio_auth_token, self.http)
-        self.hop(f"Twilio: <Connect action> -> {self.report.after_stream_twiml[-40:]!r}")
-        call.recording.write_wav(self.workdir / "call.wav")
-        await self._wait_protection(False)
-        await self._read_back(tenant, call.call_sid)
-
-    async def _wait_protection(self, enabled: bool) -> None:
-        deadline = time.monotonic() + 15
-        while self.agent.enabled is not enabled:
-            if time.monotonic() > deadline:
-                raise RehearsalFault("ECS agent task-protection",
-                                     f"protection never became {enabled} (history {self.agent.history})")
-            await asyncio.sleep(0.1)
-        self.report.protection_changes.append(enabled)
-        self.hop(f"ECS agent: scale-in protection {'set' if enabled else 'cleared'}")
-
-    async def _read_back(self, tenant: dict[str, Any], call_sid: str) -> None:
-        headers = {"X-Tenant-Id": tenant["tenant_id"], "Authorization": f"Bearer {tenant['api_key']}"}
-        scheme = "https" if any(h != self.alb_host for h in self.stream_hosts) else "http"
-        host = sorted(self.stream_hosts - {self.alb_host} or self.stream_hosts)[0]
-        deadline = time.monotonic() + 45
-        while True:
-            async with self.http.get(f"{scheme}://{host}/api/calls/{call_sid}/transcript", headers=headers) as r:
-                body = await r.json() if r.status == 200 else {}
-            turns = body.get("turns") or body.get("transcript") or body.get("items") or []
-            if turns or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.5)
-        self.report.transcript = list(turns)
-        self.hop(f"tenant API through the ALB: {len(turns)} transcript entries for {call_sid}")
-        from shared.tenancy import bookings
-        from shared.tenancy.database import TenantDatabase
-        from shared.tenancy.embedded import app_dsn
-
-        db = await TenantDatabase.connect(app_dsn(self.admin_dsn), min_size=1, max_size=1)
-        try:
-            found = await bookings.list_bookings(db, UUID(tenant["tenant_id"]), limit=10)
-        finally:
-            await db.close()
-        self.report.booking = found[0].__dict__ if found else None
-        self.report.mcp_calls = sum(1 for key, status, _ in self.api.calls if key == "POST /mcp" and status == 200)
-        self.hop(f"booking in Postgres: {self.report.booking and self.report.booking.get('customer_name')}; "
-                 f"MCP calls from the task to the tool proxy: {self.report.mcp_calls}")
+        stack = self.assembly.one("AWS::ApiGatewayV2::Api")[0]
+        webhook_url = str(self.resolver.resolve(stack, stack.template["Outputs"]["VoiceWebhookUrl"]["Value"]))
+        http = self.network.http_session()
+        self._cleanup.append(http.close)
+        # The tenant API on the ALB: the streaming domain (HTTPS) where there is one, else the ALB's name.
+        named = sorted(self.stream_hosts - {self.alb_host})
+        tenant_api = f"https://{named[0]}/api" if named else f"http://{self.alb_host}/api"
+        shape = DeployedShape(http, webhook_url, self.twilio_auth_token, tenant_api, self.admin_dsn, self.agent,
+                              self.api, self.workdir, self.hop)
+        await BookingCall(shape, tenant, self.report).run()
 
     async def _drain(self, task_url: str) -> None:
         await self.group.deregister(self.target, self.hop)
@@ -617,35 +498,20 @@ class Rehearsal:
         self._trace_summary()
 
     def _trace_summary(self) -> None:
-        """One call, one trace: the root API Gateway gave `/voice` is the root of the task's spans (via the
-        stream parameter) and of every `/mcp` request (X-Amzn-Trace-Id), and the Lambdas' segments carry it."""
         self.report.traces = self.otlp.traces()
-        voice_roots = [root for key, _, root in self.api.calls if key == "POST /voice"]
-        if not voice_roots:
-            return
-        root = voice_roots[0]
-        mcp_roots = [r for key, _, r in self.api.calls if key == "POST /mcp"]
-        self.report.call_trace = {
-            "root": root,
-            "task_spans": len(self.report.traces.get(otel_trace_id(root), [])),
-            "lambda_segments": len(self.xray.segments.get(root, [])),
-            "mcp_requests": len(mcp_roots),
-            "mcp_requests_in_trace": sum(1 for r in mcp_roots if r == root),
-        }
-        call_traces = [t for t, names in self.report.traces.items() if "turn" in names or "call" in names]
-        self.report.call_trace["traces_with_call_spans"] = len(call_traces)
-        self.hop(f"trace {root}: {self.report.call_trace['task_spans']} task spans (OTLP), "
-                 f"{self.report.call_trace['lambda_segments']} Lambda segments (X-Ray daemon), "
-                 f"{self.report.call_trace['mcp_requests_in_trace']}/{len(mcp_roots)} MCP requests in it; "
-                 f"{len(call_traces)} trace(s) hold call spans")
+        self.report.call_trace = call_trace_summary(self.api.calls, self.report.traces, self.xray.segments)
+        trace = self.report.call_trace
+        if trace:
+            self.hop(f"trace {trace['root']}: {trace['task_spans']} task spans (OTLP), {trace['lambda_segments']} "
+                     f"Lambda segments (X-Ray daemon), {trace['mcp_requests_in_trace']}/{trace['mcp_requests']} "
+                     f"MCP requests in it; {trace['traces_with_call_spans']} trace(s) hold call spans")
 
-
-async def rehearse(env_name: str, workdir: Path | None = None, out: Callable[[str], None] = print,
-                   full_call: bool = True) -> RehearsalReport:
+async def rehearse(env_name: str, workdir: Path | None = None, out: Callable[[str], None] = print
+                   ) -> RehearsalReport:
     folder = workdir or Path(tempfile.mkdtemp(prefix=f"rehearsal-{env_name}-"))
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        return await Rehearsal(env_name, folder, out, full_call).run()
+        return await Rehearsal(env_name, folder, out).run()
     finally:
         if workdir is None:
             shutil.rmtree(folder, ignore_errors=True)

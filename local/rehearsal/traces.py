@@ -80,3 +80,22 @@ def otel_trace_id(xray_trace_id: str) -> str:
     """`1-5f84c7a1-0123456789abcdef01234567` -> the 32-hex OpenTelemetry id of the same trace."""
     parts = xray_trace_id.split("-")
     return "".join(parts[1:3]) if len(parts) == 3 else ""
+
+
+def call_trace_summary(api_calls: list[tuple[str, int, str]], task_traces: dict[str, list[str]],
+                       lambda_segments: dict[str, list[str]]) -> dict[str, Any]:
+    """One call, one trace: the root API Gateway gave `/voice` is the root of the task's spans (through the
+    stream parameter) and of every `/mcp` request (X-Amzn-Trace-Id), and the Lambdas' segments carry it."""
+    voice_roots = [root for key, _, root in api_calls if key == "POST /voice"]
+    if not voice_roots:
+        return {}
+    root = voice_roots[0]
+    mcp_roots = [r for key, _, r in api_calls if key == "POST /mcp"]
+    return {
+        "root": root,
+        "task_spans": len(task_traces.get(otel_trace_id(root), [])),
+        "lambda_segments": len(lambda_segments.get(root, [])),
+        "mcp_requests": len(mcp_roots),
+        "mcp_requests_in_trace": sum(1 for r in mcp_roots if r == root),
+        "traces_with_call_spans": sum(1 for names in task_traces.values() if "turn" in names or "call" in names),
+    }
