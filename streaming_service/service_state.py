@@ -47,6 +47,7 @@ class ServiceState:
     calls_total: int = 0
     draining: bool = False
     refused_full: int = 0
+    admitting: int = 0  # upgraded streams whose session is not registered yet (they count against the cap)
     protection: TaskProtection | None = None
     call_engines: CallEngineSource | None = None
     capacity: Any = None  # streaming_service.fleet_capacity.ServiceCapacity when Redis is shared
@@ -55,7 +56,7 @@ class ServiceState:
     @property
     def full(self) -> bool:
         cap = self.settings.max_calls_per_task
-        return cap > 0 and len(self.sessions) >= cap
+        return cap > 0 and len(self.sessions) + self.admitting >= cap
 
     def wanted_protection(self) -> Wanted:
         return Wanted(live_calls=len(self.sessions), draining=self.draining)

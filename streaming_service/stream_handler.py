@@ -94,7 +94,15 @@ async def handle_twilio_stream(request: web.Request) -> web.StreamResponse:
         return web.json_response({"error": "too many pending streams"}, status=429)
 
     ws = web.WebSocketResponse(max_msg_size=state.settings.max_ws_message_bytes)
-    await ws.prepare(request)
+    # Counted against the cap from here until its session registers (or the socket gives up): a burst of
+    # upgrades all passing the check before any session exists would otherwise overshoot the cap.
+    state.admitting += 1
+    try:
+        await ws.prepare(request)
+    except BaseException:
+        state.admitting -= 1
+        raise
+    admitting = True
     state.active_connections += 1
     session: CallSession | None = None
     try:
@@ -102,6 +110,8 @@ async def handle_twilio_stream(request: web.Request) -> web.StreamResponse:
             start = await _await_start(ws, state)
         if start is not None:
             session = await _open_session(ws, state, start, request.app[CLAIMS])
+        state.admitting -= 1
+        admitting = False
         if session is not None:
             await _pump(ws, session, state)
     except Exception:
@@ -109,6 +119,8 @@ async def handle_twilio_stream(request: web.Request) -> web.StreamResponse:
         await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"internal error")
     finally:
         state.active_connections -= 1
+        if admitting:
+            state.admitting -= 1
         if session is not None:
             await session.close("stream closed")
             state.unregister(session)

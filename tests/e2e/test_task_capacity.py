@@ -92,3 +92,13 @@ async def test_a_full_task_says_so_and_refuses_new_streams(stack_factory) -> Non
                 await second.connect()
             assert refused.value.status == 503
             assert stack.state.refused_full == 1 and stack.session(caller) is not None
+
+
+async def test_a_burst_of_upgrades_never_overshoots_the_cap(stack_factory) -> None:
+    stack = await stack_factory(max_calls_per_task=2)
+    callers = [stack.call() for _ in range(5)]
+    outcomes = await asyncio.gather(*(caller.connect() for caller in callers), return_exceptions=True)
+    refused = [o for o in outcomes if isinstance(o, aiohttp.WSServerHandshakeError)]
+    assert len(refused) == 3 and all(o.status == 503 for o in refused)
+    await wait_until(lambda: len(stack.state.sessions) == 2)
+    assert stack.state.admitting == 0 and stack.state.refused_full == 3
