@@ -100,3 +100,5 @@ async def test_a_tool_turn_says_an_acknowledgement_first(stack):
     assert session.transcript[-1]["text"] == f"{ack} {answer}"
     heard = played_frames(caller.recording.agent[recording_from:])
     assert heard == expected_frames([ack, answer])  # the acknowledgement first, then the answer, both whole
+    # The answer is voiced stitched to what was said before it, so it keeps one prosody with it.
+    assert [r.body.get("previous_text") for r in stack.elevenlabs.requests if r.text == answer] == [ack]
