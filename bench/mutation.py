@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import hashlib
 import io
 import os
 import re
@@ -154,12 +155,17 @@ def _write_config(config: Path, target: Target) -> None:
         '[cosmic-ray.distributor]\nname = "local"\n')
 
 
+def _committed_module_digest(module: str) -> str:
+    source = subprocess.run(["git", "show", f"HEAD:{module}"], cwd=ROOT, check=True, capture_output=True).stdout
+    return hashlib.sha256(source).hexdigest()
+
+
 def _recheck_survivors(name: str, target: Target, tree: Path, session: Path) -> None:
     """Run the survivors again against the committed tests (new tests since the session began)."""
-    committed = subprocess.run(["git", "show", f"HEAD:{target.module}"], cwd=ROOT, check=True,
-                               capture_output=True).stdout
-    if committed != (tree / target.module).read_bytes():
-        raise SystemExit(f"{name}: {target.module} changed since this session began; use --fresh")
+    digest = session.with_name("module.sha256")
+    if not digest.exists() or digest.read_text() != _committed_module_digest(target.module):
+        raise SystemExit(f"{name}: {target.module} changed since this session began (its mutants are found by "
+                         "position); use --fresh")
     subprocess.run(["rm", "-rf", str(tree)], check=True)
     _committed_tree(tree)
     _write_config(session.with_name("config.toml"), target)  # the target's tests may have grown too
@@ -174,12 +180,12 @@ def prepare(name: str, target: Target, fresh: bool, recheck: bool = False) -> tu
     base = OUT / name
     tree, config, session = base / "tree", base / "config.toml", base / "session.sqlite"
     if recheck and session.exists() and not fresh:
-        _restore(tree, target.module)
         _recheck_survivors(name, target, tree, session)
     if fresh or not session.exists():
         subprocess.run(["rm", "-rf", str(base)], check=True)
         _committed_tree(tree)
         _write_config(config, target)
+        base.joinpath("module.sha256").write_text(_committed_module_digest(target.module))
         if _cosmic("init", str(config), str(session), cwd=tree) != 0:
             raise SystemExit(f"{name}: cosmic-ray init failed")
         source = (tree / target.module).read_text()
