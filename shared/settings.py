@@ -115,6 +115,8 @@ class Settings(BaseSettings):
     elevenlabs_base_url: str = "https://api.elevenlabs.io"
     elevenlabs_model: str = "eleven_flash_v2_5"
     elevenlabs_voice_id: str = "21m00Tcm4TlvDq8ikWAM"
+    # ISO 639-1 code sent as `language_code` (multilingual models); empty: the model decides.
+    elevenlabs_language: str = ""
     openai_api_key: SecretStr | None = None
     openai_base_url: str = "https://api.openai.com/v1"
     openai_model: str = "gpt-4.1-mini"
@@ -167,7 +169,11 @@ class Settings(BaseSettings):
     # Limits
     max_ws_message_bytes: int = 64 * 1024
     # Admission cap of this task (0: none). When full, new streams are refused and /ready answers 503.
+    # With WORKERS > 1 the cap is split across the workers (streaming_service/workers.py `worker_cap`).
     max_calls_per_task: int = 0
+    # Worker processes of `python -m streaming_service` on one port (SO_REUSEPORT): one per vCPU in ECS
+    # (infra sets it from the task size); 1, the default, keeps the single-process server.
+    workers: int = 1
     # Set by ECS inside a task: the agent endpoint for scale-in protection (streaming_service/task_protection.py).
     ecs_agent_uri: str = ""
 

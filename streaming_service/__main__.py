@@ -1,9 +1,12 @@
-"""`python -m streaming_service`: the streaming service alone (as deployed on Fargate)."""
+"""`python -m streaming_service`: the streaming service alone (as deployed on Fargate); with `WORKERS` > 1, a
+supervisor and that many worker processes on one port (streaming_service/workers.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sys
+from collections.abc import Callable
 
 from shared.settings import Settings, get_settings
 from shared.structured_logging import configure_logging
@@ -12,11 +15,15 @@ from streaming_service.data_layer import ServiceData
 from streaming_service.engines.factory import build_engines, describe
 from streaming_service.server import serve_until_signalled
 from streaming_service.telemetry.service_telemetry import ServiceTelemetry
+from streaming_service.workers import supervise
 
 log = logging.getLogger("voice_agent")
 
 
-async def run(settings: Settings) -> int:
+async def run(settings: Settings, live_calls_changed: Callable[[int], None] | None = None,
+              reuse_port: bool = False) -> int:
+    """The service in this process. `live_calls_changed` and `reuse_port`: set in a worker of several
+    (streaming_service/workers.py)."""
     telemetry = ServiceTelemetry.from_settings(settings)
     telemetry.tracing.instrument_clients()  # before any client exists: vendor HTTP and Redis calls get spans
     data = None
@@ -29,11 +36,13 @@ async def run(settings: Settings) -> int:
     app = create_app(settings, engines, recorder=data.recorder if data else None,
                      tenant_settings=data.tenant_settings() if data else None, telemetry=telemetry,
                      stream_claims=data.stream_claims() if data else None,
-                     capacity=data.capacity(settings) if data and settings.redis_url else None, data=data)
+                     capacity=data.capacity(settings) if data and settings.redis_url else None, data=data,
+                     live_calls_changed=live_calls_changed)
     if data is not None:
         data.mount_tenant_api(app)
     try:
-        return await serve_until_signalled(app, "0.0.0.0", settings.port, settings.drain.drain_timeout_s)
+        return await serve_until_signalled(app, "0.0.0.0", settings.port, settings.drain.drain_timeout_s,
+                                           reuse_port=reuse_port)
     finally:
         if data is not None:
             await data.close()
@@ -44,6 +53,8 @@ def main() -> None:
     configure_logging(settings.log_level)
     if settings.insecure_skip_twilio_verification:
         log.warning("INSECURE: Twilio signature and stream token checks are OFF (local development only)")
+    if settings.workers > 1:
+        sys.exit(supervise(settings))
     asyncio.run(run(settings))
 
 

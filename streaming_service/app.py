@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 from aiohttp import web
@@ -60,7 +60,7 @@ async def _telemetry_lifetime(app: web.Application) -> AsyncIterator[None]:
     flushed, protection cleared."""
     state = app[STATE]
     reporter = None
-    if state.telemetry.metrics.writer.enabled:
+    if state.reports_task and state.telemetry.metrics.writer.enabled:
         reporter = asyncio.create_task(state.telemetry.report_active_calls(lambda: len(state.sessions)))
     heartbeat = None
     if state.capacity is not None:
@@ -68,7 +68,7 @@ async def _telemetry_lifetime(app: web.Application) -> AsyncIterator[None]:
             lambda: len(state.sessions), state.settings.max_calls_per_task, lambda: state.draining,
             state.telemetry.metrics if state.telemetry.metrics.writer.enabled else None))
     protection = None
-    if state.settings.ecs_agent_uri:
+    if state.reports_task and state.settings.ecs_agent_uri:
         state.protection = TaskProtection(state.settings.ecs_agent_uri)
         protection = asyncio.create_task(state.protection.run(state.wanted_protection))
     yield
@@ -88,10 +88,13 @@ async def _telemetry_lifetime(app: web.Application) -> AsyncIterator[None]:
 def create_app(settings: Settings, engines: Engines, recorder: CallRecorder | None = None,
                tenant_settings: TenantSettingsLookup | None = None,
                telemetry: ServiceTelemetry | None = None, stream_claims: StreamClaims | None = None,
-               capacity: ServiceCapacity | None = None, data: ServiceData | None = None) -> web.Application:
+               capacity: ServiceCapacity | None = None, data: ServiceData | None = None,
+               live_calls_changed: Callable[[int], None] | None = None) -> web.Application:
     """`stream_claims`: shared through the service's Redis when it has one, else held in this process.
     `capacity`: vendor budgets and fleet heartbeats through that Redis (None: no limits counted).
-    `data`: where tenants' own vendor keys are read (None: every call uses the platform's accounts)."""
+    `data`: where tenants' own vendor keys are read (None: every call uses the platform's accounts).
+    `live_calls_changed`: set in a worker of several; it then reports its live calls there and leaves the
+    ActiveCalls gauge and scale-in protection to the supervisor (streaming_service/workers.py)."""
     app = web.Application(client_max_size=settings.max_ws_message_bytes)
     app[CLAIMS] = stream_claims or StreamClaims()
     app[PENDING] = PendingSockets(settings.stream_admission.max_pending_per_address)
@@ -99,7 +102,8 @@ def create_app(settings: Settings, engines: Engines, recorder: CallRecorder | No
                                 tenant_settings=tenant_settings or no_tenant_settings,
                                 telemetry=telemetry or ServiceTelemetry.from_settings(settings),
                                 capacity=capacity,
-                                call_engines=CallEngineFactory(settings, engines, capacity, data).for_call)
+                                call_engines=CallEngineFactory(settings, engines, capacity, data).for_call,
+                                reports_task=live_calls_changed is None, live_calls_changed=live_calls_changed)
     app.cleanup_ctx.append(_telemetry_lifetime)
     app.router.add_get("/", health)
     app.router.add_get("/ready", ready)

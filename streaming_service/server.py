@@ -18,11 +18,12 @@ log = logging.getLogger("voice_agent.server")
 
 
 async def serve_until_signalled(app: web.Application, host: str, port: int, drain_timeout_s: float,
-                                started: asyncio.Event | None = None) -> int:
-    """Serve; on SIGTERM drain and stop. Returns how many calls were cut at the drain deadline."""
+                                started: asyncio.Event | None = None, reuse_port: bool = False) -> int:
+    """Serve; on SIGTERM drain and stop. Returns how many calls were cut at the drain deadline.
+    `reuse_port`: SO_REUSEPORT, so several worker processes listen on one port (streaming_service/workers.py)."""
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
     await site.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

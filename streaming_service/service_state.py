@@ -51,6 +51,10 @@ class ServiceState:
     protection: TaskProtection | None = None
     call_engines: CallEngineSource | None = None
     capacity: Any = None  # streaming_service.fleet_capacity.ServiceCapacity when Redis is shared
+    # The task-level duties (ActiveCalls gauge, scale-in protection): False in a worker of several, whose
+    # supervisor runs them for the whole task from `live_calls_changed` (streaming_service/workers.py).
+    reports_task: bool = True
+    live_calls_changed: Callable[[int], None] | None = None
     _drained: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -64,6 +68,8 @@ class ServiceState:
     def _changed(self) -> None:
         if self.protection is not None:
             self.protection.changed()
+        if self.live_calls_changed is not None:
+            self.live_calls_changed(len(self.sessions))
 
     def register(self, session: CallSession) -> None:
         self.sessions[session.call.call_sid] = session

@@ -48,6 +48,8 @@ class StreamingStack(Stack):
                 "STREAM_PUBLIC_URL": stream_url,
                 "MCP_BASE": mcp_url,
                 "MAX_CALLS_PER_TASK": str(config.max_calls_per_task),
+                # One worker process per vCPU: the task's size and the service's processes agree.
+                "WORKERS": str(max(1, config.task_cpu // 1024)),
                 "DB_NAME": DATABASE_NAME,
             },
             app_secret=app_secret,

@@ -111,3 +111,11 @@ def test_only_public_paths_are_forwarded(dev: SynthesizedEnvironment) -> None:
                                            "PathPatternConfig": {"Values": ["/twilio-stream", "/ready", "/",
                                                                             "/api/*"]}})]},
     )
+
+
+def test_one_worker_process_per_vcpu(every_env: SynthesizedEnvironment) -> None:
+    """The task's size and the service's worker processes agree (streaming_service/workers.py)."""
+    (task,) = every_env.template("streaming").find_resources("AWS::ECS::TaskDefinition").values()
+    vcpus = int(task["Properties"]["Cpu"]) // 1024
+    env_vars = {v["Name"]: v["Value"] for v in _containers(every_env)["app"]["Environment"]}
+    assert env_vars["WORKERS"] == str(max(1, vcpus))
