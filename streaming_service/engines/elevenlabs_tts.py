@@ -37,6 +37,7 @@ class ElevenLabsTextToSpeech(TextToSpeech):
         key = settings.elevenlabs_api_key
         self._model = settings.elevenlabs_model
         self._default_voice = settings.elevenlabs_voice_id
+        self._language = {"language_code": settings.elevenlabs_language} if settings.elevenlabs_language else {}
         # One pooled HTTP client per engine: the TLS handshake is paid once per process, not per sentence.
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
                                        limits=httpx.Limits(max_keepalive_connections=200,
@@ -62,6 +63,7 @@ class ElevenLabsTextToSpeech(TextToSpeech):
             model_id=self._model,
             output_format="ulaw_8000",
             optimize_streaming_latency=STREAMING_LATENCY,
+            **self._language,
             **stitching,
         )
         try:

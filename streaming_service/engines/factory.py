@@ -158,15 +158,18 @@ class CallEngineFactory:
             stt_fallback = base.stt_fallback or _offline_stt()
         eleven_key = keys.get("elevenlabs") or (settings.elevenlabs_api_key.get_secret_value()
                                                 if settings.elevenlabs_api_key else "")
-        if ("elevenlabs" in keys or (tts_model and hasattr(base.tts, "backup"))) and eleven_key \
-                and settings.tts_engine != "offline":
+        own_language = language if language and language != "en" else ""
+        if ("elevenlabs" in keys or ((tts_model or own_language) and hasattr(base.tts, "backup"))) \
+                and eleven_key and settings.tts_engine != "offline":
             tenant_settings = settings.model_copy(update={
                 "elevenlabs_api_key": SecretStr(eleven_key),
-                "elevenlabs_model": tts_model or settings.elevenlabs_model})
+                "elevenlabs_model": tts_model or settings.elevenlabs_model,
+                "elevenlabs_language": own_language or settings.elevenlabs_language})
             from streaming_service.engines.elevenlabs_tts import ElevenLabsTextToSpeech
             from streaming_service.engines.fallback_tts import FallbackTextToSpeech
 
-            primary = self._kept(("elevenlabs", _fingerprint(eleven_key), tenant_settings.elevenlabs_model),
+            primary = self._kept(("elevenlabs", _fingerprint(eleven_key), tenant_settings.elevenlabs_model,
+                                  tenant_settings.elevenlabs_language),
                                  lambda: ElevenLabsTextToSpeech(tenant_settings))
             tts = FallbackTextToSpeech(primary, getattr(base.tts, "backup", None) or _offline_tts())
         openai_key = keys.get("openai") or (settings.openai_api_key.get_secret_value()

@@ -116,7 +116,7 @@ async def test_each_tenant_reaches_the_vendors_with_its_own_keys_and_rotation_ta
     cipher = VendorKeyCipher.from_material("", STREAM_SECRET)  # the service's data key: from STREAM_TOKEN_SECRET
     a = await make_tenant("own_a", stt_model="nova-2-phonecall", tts_model="eleven_turbo_v2_5",
                           llm_model="gpt-tenant-a", voice_id="voiceTenantA")
-    b = await make_tenant("own_b", stt_model="flux-general-en")
+    b = await make_tenant("own_b", stt_model="flux-general-en", language="es")
     platform = await make_tenant("platform")
     for profile, keys in ((a, A), (b, B)):
         for vendor, key in keys.items():
@@ -135,6 +135,8 @@ async def test_each_tenant_reaches_the_vendors_with_its_own_keys_and_rotation_ta
     assert dg.authorizations[-1] == f"Token {B['deepgram']}"
     assert dg.records[-1].flux and dg.records[-1].query["model"] == "flux-general-en"  # Deepgram Flux, /v2/listen
     assert {r.headers["xi-api-key"] for r in el.requests[seen_el:]} == {B["elevenlabs"]}
+    assert {r.body.get("language_code") for r in el.requests[seen_el:]} == {"es"}  # the tenant's language
+    assert {r.body.get("language_code") for r in el.requests[:seen_el]} == {None}  # A: the model decides
     assert {h["Authorization"] for h in oa.headers[seen_oa:]} == {f"Bearer {B['openai']}"}
     assert any(event == "EndOfTurn" for event in (m.get("event") for m in dg.records[-1].sent))
 
