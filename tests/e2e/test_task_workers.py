@@ -52,8 +52,9 @@ async def _calls_on_both_workers(service: ServiceProcess, http: aiohttp.ClientSe
         sim = service.call(http, tenant_id="workers")
         await sim.connect()
         await sim.wait_for_agent(since=0, timeout_s=60)
-        await wait_until(lambda: _worker_of(service, sim.call_sid) is not None)
-        by_worker.setdefault(_worker_of(service, sim.call_sid), []).append(sim)
+        call_sid = sim.call_sid
+        await wait_until(lambda: _worker_of(service, call_sid) is not None)  # noqa: B023 - awaited here
+        by_worker.setdefault(_worker_of(service, call_sid), []).append(sim)
         if len(by_worker) == 2:
             return by_worker
     raise AssertionError(f"{MAX_DIALS} calls all landed on worker(s) {list(by_worker)}")
@@ -108,6 +109,6 @@ async def test_two_workers_share_the_port_and_the_task_drains_and_protects_as_on
     assert all(ms > 0 for ms in heard), "every live call on either worker was answered during the drain"
     assert exit_code == 0
     drained = [e for e in _log_entries(service) if e.get("message") == "drained"]
-    assert sorted((e.get("worker"), e.get("cut_calls")) for e in drained) == [(0, 0), (1, 0)]  # type: ignore[type-var]
+    assert sorted((e.get("worker"), e.get("cut_calls")) for e in drained) == [(0, 0), (1, 0)]
     assert [change.enabled for change in agent.history] == [False, True, False, True, False]
     assert "Traceback" not in service.log_text()
