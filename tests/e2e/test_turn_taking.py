@@ -102,3 +102,28 @@ async def test_a_tool_turn_says_an_acknowledgement_first(stack):
     assert heard == expected_frames([ack, answer])  # the acknowledgement first, then the answer, both whole
     # The answer is voiced stitched to what was said before it, so it keeps one prosody with it.
     assert [r.body.get("previous_text") for r in stack.elevenlabs.requests if r.text == answer] == [ack]
+
+
+async def test_mm_hm_in_the_pause_between_sentences_is_not_a_turn(stack):
+    """The agent has said its first sentence and is still thinking up the next: nothing is playing, but the
+    agent has the floor. An "mm-hm" there is a backchannel, not a new turn."""
+    stack.openai.inter_token_delay_s = 0.25  # the second sentence takes seconds to exist
+    first = "Sure thing."
+    second = "We offer haircuts, colouring, beard trims and hot towel shaves six days a week."
+    stack.openai.script(f"{first} {second}")
+    async with stack.call() as caller:
+        await caller.wait_for_agent(since=0)
+        asked_at = await caller.say(marked_speech("What do you offer"))
+        session = stack.session(caller)
+        await wait_until(lambda: any(e.kind == "mark-echo" and e.at > asked_at for e in caller.events))
+        # The first sentence has played; the reply is still being generated.
+        await wait_until(lambda: not session.playback.pending and session._reply is not None
+                         and not session._reply.done() and session._reply_audio_started, timeout_s=5)
+        said_at = await caller.say(marked_speech("mm-hm"))
+        await wait_until(lambda: any(r.text.startswith("We offer") for r in stack.elevenlabs.requests),
+                         timeout_s=15)
+        await caller.wait_for_agent(since=said_at)
+
+    assert user_messages(stack.openai) == ["What do you offer"]  # the mm-hm never reached the model
+    assert session.backchannels == 1 and session.barge_ins == 0
+    assert session.conversation.last_assistant_text() == f"{first} {second}"
