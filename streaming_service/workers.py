@@ -25,6 +25,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import time
 from collections.abc import Sequence
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -40,6 +41,7 @@ log = logging.getLogger("voice_agent.workers")
 
 POLL_S = 0.2  # how often the supervisor reads the workers' live-call counts and checks they are alive
 STOP_GRACE_S = 10.0  # beyond the drain timeout, before a worker that has not exited is killed
+RESPAWN_AFTER_S = 5.0  # a worker that dies is replaced, but no sooner than this after its last start
 _SPAWN = multiprocessing.get_context("spawn")  # fresh interpreters: no loop, thread or socket inherited
 
 
@@ -84,10 +86,12 @@ class Supervisor:
         self.count = settings.workers
         self.live = _SPAWN.Array("i", self.count, lock=False)
         self.processes: list[BaseProcess] = []
+        self.started_at: list[float] = [0.0] * self.count  # monotonic, per worker slot
         self.draining = False
 
     def _spawn(self, index: int) -> BaseProcess:
         self.live[index] = 0
+        self.started_at[index] = time.monotonic()
         process = _SPAWN.Process(target=_worker, args=(index, self.count, self.live), name=f"worker-{index}")
         process.start()
         log.info("worker started", extra={"worker": index, "worker_pid": process.pid})
@@ -101,7 +105,7 @@ class Supervisor:
 
     def _respawn_dead(self) -> None:
         for index, process in enumerate(self.processes):
-            if not process.is_alive():
+            if not process.is_alive() and time.monotonic() - self.started_at[index] >= RESPAWN_AFTER_S:
                 log.error("worker exited; starting another", extra={"worker": index,
                                                                      "exit_code": process.exitcode})
                 self.processes[index] = self._spawn(index)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 from pathlib import Path
 
@@ -112,3 +113,26 @@ async def test_two_workers_share_the_port_and_the_task_drains_and_protects_as_on
     assert sorted((e.get("worker"), e.get("cut_calls")) for e in drained) == [(0, 0), (1, 0)]
     assert [change.enabled for change in agent.history] == [False, True, False, True, False]
     assert "Traceback" not in service.log_text()
+
+
+async def test_a_worker_that_dies_is_replaced_and_the_port_keeps_serving(tmp_path: Path) -> None:
+    service = ServiceProcess(tmp_path / "service.log", {"WORKERS": "2"})
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+            await service.start(http)
+
+            def serving() -> list[object]:
+                return [e.get("worker") for e in _log_entries(service) if e.get("message") == "serving"]
+
+            await wait_until(lambda: sorted(serving()) == [0, 1], timeout_s=60)  # type: ignore[type-var]
+            (started,) = [e for e in _log_entries(service)
+                          if e.get("message") == "worker started" and e.get("worker") == 1]
+            os.kill(int(started["worker_pid"]), signal.SIGKILL)  # type: ignore[call-overload]
+            await wait_until(lambda: serving().count(1) == 2, timeout_s=60)
+            async with service.call(http) as sim:  # the port still takes calls
+                await sim.wait_for_agent(since=0, timeout_s=60)
+                assert sim.agent_audio_ms() > 0
+    finally:
+        service.stop()
+    assert any(e.get("message") == "worker exited; starting another" and e.get("worker") == 1
+               for e in _log_entries(service))
