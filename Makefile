@@ -32,7 +32,8 @@ test: setup browser-deps
 
 lint: setup
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy shared streaming_service functions local infra bench/call_bench.py bench/run_all.py
+	$(VENV)/bin/mypy shared streaming_service functions local infra bench/call_bench.py bench/run_all.py \
+	  bench/turn_bench.py bench/capacity_bench.py
 
 demo: setup
 	$(VENV)/bin/voice-agent demo
