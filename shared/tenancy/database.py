@@ -21,6 +21,9 @@ T = TypeVar("T")
 
 # Errors after which the same idempotent write may safely be tried again on a fresh connection.
 RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
+    # Postgres rolled the transaction back to break a deadlock (e.g. racing inserts of one booking's
+    # unique key and exclusion constraint): the idempotent operation simply runs again.
+    asyncpg.DeadlockDetectedError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
     asyncpg.AdminShutdownError,

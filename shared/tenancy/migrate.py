@@ -6,6 +6,7 @@ edited afterwards is an error (write a new migration instead). Concurrent runs q
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import re
@@ -30,6 +31,9 @@ class MigrationError(RuntimeError):
 AMENDED: dict[int, tuple[str, ...]] = {
     1: ("11a9b44e8bd3e36654f036af9bd654dc3d54fb01b86adcf63ea7ad0d29dc73e7",),
 }
+
+
+ROLE_RACE_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -76,13 +80,22 @@ async def apply_migrations(admin_dsn: str) -> list[str]:
                     raise MigrationError(
                         f"migration {migration.version:04d}_{migration.name} changed after it was applied")
                 continue
-            async with conn.transaction():
-                await conn.execute(migration.sql)  # simple protocol: the whole file, DO blocks included
-                await conn.execute("RESET ROLE")  # a file may SET LOCAL ROLE voice_owner; record as migrator
-                await conn.execute(
-                    "INSERT INTO public.schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                    migration.version, migration.name, migration.checksum,
-                )
+            for attempt in range(1, ROLE_RACE_ATTEMPTS + 1):
+                try:
+                    async with conn.transaction():
+                        await conn.execute(migration.sql)  # simple protocol: the whole file, DO blocks included
+                        await conn.execute("RESET ROLE")  # a file may SET LOCAL ROLE voice_owner
+                        await conn.execute(
+                            "INSERT INTO public.schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                            migration.version, migration.name, migration.checksum,
+                        )
+                    break
+                except asyncpg.InternalServerError as exc:
+                    # Roles are cluster-wide and the advisory lock is per database: two databases of one
+                    # cluster migrating at once can collide on a role row. The transaction rolled back.
+                    if "tuple concurrently updated" not in str(exc) or attempt == ROLE_RACE_ATTEMPTS:
+                        raise
+                    await asyncio.sleep(0.05 * attempt)
             applied_now.append(f"{migration.version:04d}_{migration.name}")
             log.info("migration applied", extra={"migration": applied_now[-1]})
     finally:
