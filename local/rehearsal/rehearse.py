@@ -158,9 +158,9 @@ class Rehearsal:
         await self._migrate(lambdas)
         tenant = await self._operator_setup()
         await self._api(lambdas)
-        task_url = await self._task_and_alb()
+        await self._task_and_alb()
         await self._call(tenant)
-        await self._drain(task_url)
+        await self._drain()
 
     def _check_runtimes(self) -> None:
         running = f"python{sys.version_info.major}.{sys.version_info.minor}"
@@ -202,9 +202,9 @@ class Rehearsal:
         database = self.admin_dsn.rsplit("/", 1)[1].split("?")[0]
         # Aurora's master user (from the cluster secret) owns the database, as on a new cluster.
         stack, cluster_id, cluster = self.assembly.one("AWS::RDS::DBCluster")
-        master_arn = self.resolver.resolve(stack, cluster["Properties"]["MasterUserSecret"]["SecretArn"]) \
-            if "MasterUserSecret" in cluster["Properties"] else None
-        master = json.loads(self.secrets.read(master_arn)) if master_arn else self._cluster_admin_secret()
+        # The cluster's own properties name its master user; the password resolves from its secret.
+        master = {key: str(self.resolver.resolve(stack, cluster["Properties"][prop]))
+                  for key, prop in (("username", "MasterUsername"), ("password", "MasterUserPassword"))}
         import asyncpg
 
         conn = await asyncpg.connect(self.admin_dsn)
@@ -231,13 +231,6 @@ class Rehearsal:
         self._redis_host = self.attribute(cache_stack, cache_id, "PrimaryEndPoint.Address")
         self.network.names.append(self._redis_host)
         self._cluster_host = cluster_host
-
-    def _cluster_admin_secret(self) -> dict[str, Any]:
-        for stack, logical_id, resource in self.assembly.find("AWS::SecretsManager::Secret"):
-            template = resource["Properties"].get("GenerateSecretString", {}).get("SecretStringTemplate", "")
-            if isinstance(template, str) and '"username"' in template and "masterarn" not in template:
-                return dict(json.loads(self.secrets.read(self.physical[(stack.name, logical_id)])))
-        raise RehearsalFault("AWS::RDS::DBCluster", "no admin secret for the cluster")
 
     def _cache_token_arn(self) -> str:
         stack, _, group = self.assembly.one("AWS::ElastiCache::ReplicationGroup")
@@ -376,7 +369,7 @@ class Rehearsal:
         self._cleanup.append(runner.cleanup)
         self.hop(f"HTTP API https://{self.api_host}: routes {sorted(routes)}")
 
-    async def _task_and_alb(self) -> str:
+    async def _task_and_alb(self) -> None:
         stack, task_id, task = self.assembly.one("AWS::ECS::TaskDefinition")
         props = task["Properties"]
         where = stack.where(task_id)
@@ -427,7 +420,6 @@ class Rehearsal:
         self.hop(f"ECS task {where}: `{' '.join(image.command)}` (Dockerfile CMD, {image.base}), port "
                  f"{container_port}, {len(injected)} secrets injected")
         await self._alb(stack, ("127.0.0.1", task_port))
-        return f"http://127.0.0.1:{task_port}"
 
     async def _alb(self, streaming: StackTemplate, address: tuple[str, int]) -> None:
         groups: dict[str, TargetGroup] = {}
@@ -491,7 +483,7 @@ class Rehearsal:
                               self.api, self.workdir, self.hop)
         await BookingCall(shape, tenant, self.report).run()
 
-    async def _drain(self, task_url: str) -> None:
+    async def _drain(self) -> None:
         await self.group.deregister(self.target, self.hop)
         code = await self.task.stop()
         self.hop(f"task stopped (SIGTERM) with exit code {code}")
