@@ -223,23 +223,16 @@ class Rehearsal:
         cluster_host = self.attribute(stack, cluster_id, "Endpoint.Address")
         self.network.names.append(cluster_host)  # in the certificate, issued once every name is known
         # Redis: the cache's auth token secret, a Redis of our own with it, TLS in front.
-        cache_stack, cache_id, _ = self.assembly.one("AWS::ElastiCache::ReplicationGroup")
-        token = self.secrets.read(self._cache_token_arn())
+        cache_stack, cache_id, group = self.assembly.one("AWS::ElastiCache::ReplicationGroup")
+        token = str(self.resolver.resolve(cache_stack, group["Properties"].get("AuthToken", "")))
+        if not token:
+            raise RehearsalFault(cache_stack.where(cache_id, "AuthToken"), "no auth token: AUTH would be off")
         self.redis = RedisServer(self.workdir, token)
         self._cleanup.append(self.redis.stop)
         await self.redis.wait_ready()
         self._redis_host = self.attribute(cache_stack, cache_id, "PrimaryEndPoint.Address")
         self.network.names.append(self._redis_host)
         self._cluster_host = cluster_host
-
-    def _cache_token_arn(self) -> str:
-        stack, _, group = self.assembly.one("AWS::ElastiCache::ReplicationGroup")
-        token = str(self.resolver.resolve(stack, group["Properties"].get("AuthToken", "")))
-        if token:
-            for arn in self.physical.values():
-                if self.secrets.read(arn) == token:
-                    return arn
-        raise RehearsalFault(f"{stack.name} ReplicationGroup.AuthToken", "no auth token secret")
 
     @staticmethod
     def _server_address(dsn: str) -> tuple[str, int]:
