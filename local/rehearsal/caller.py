@@ -23,7 +23,9 @@ from local.rehearsal.front_doors import HttpApiFrontDoor
 
 CALLER = "+15557654321"
 OPENAI_HOST = "api.openai.com"
-SCRIPT = ("I'd like to book a haircut tomorrow at three", "My name is John Smith", "Yes please",
+# A caller repeats a yes that may have been misheard (the offline recogniser on a busy machine sometimes
+# does): a second "Yes" either confirms the booking or answers "anything else?", before the goodbye.
+SCRIPT = ("I'd like to book a haircut tomorrow at three", "My name is John Smith", "Yes please", "Yes",
           "No thank you goodbye")
 TENANT_SETTINGS: dict[str, Any] = {
     "greeting": "Thanks for calling Rehearsal Salon. How can I help you today?",
