@@ -33,6 +33,10 @@ class EndpointingOptions(BaseModel):
 
     stt_endpointing_ms: int = 300
     utterance_end_ms: int = 1000
+    # Preemptive generation (streaming_service/preemptive_reply.py): once the caller has been quiet this
+    # long with words heard, the agent starts on them; the final transcript commits or discards it.
+    preemptive_generation: bool = True
+    preemptive_after_silence_ms: int = 150
 
 
 class SilenceOptions(BaseModel):

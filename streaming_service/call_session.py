@@ -44,6 +44,7 @@ from streaming_service.engines.base import (
 )
 from streaming_service.phrase_cache import PhraseCache
 from streaming_service.playback import PlaybackTracker, SpokenSentence
+from streaming_service.preemptive_reply import PreemptiveDraft, same_words
 from streaming_service.sentence_chunker import SentenceChunker
 from streaming_service.telemetry.call_telemetry import CallTelemetry
 from streaming_service.turn_metrics import TurnMetrics
@@ -125,6 +126,7 @@ class CallSession:
         self._closed = False
         self._hold_since: float | None = None  # a suspected interruption: clear sent, reply held
         self._hold_task: asyncio.Task[None] | None = None
+        self._interrupting = asyncio.Lock()
         self._unheld = asyncio.Event()  # cleared while held: no new sentence is sent to the voice then
         self._unheld.set()
         self._resuming = False  # the held reply is being sent again: the clear is behind us
@@ -133,6 +135,14 @@ class CallSession:
         self._recording: asyncio.Future[None] | None = None
         self._unrecorded: list[Callable[[], None]] | None = []  # recorder calls waiting for call_started
         self.backchannels = 0
+        self._interim = ""  # the recogniser's latest words that are not final yet
+        self._draft: PreemptiveDraft | None = None  # the agent started on the words so far (preemptive)
+        self._drafts_discarded = 0  # this turn's drafts the caller's words outran
+        self._finalize_asked_for: float | None = None  # the pause (its last voiced frame) finalize was asked at
+        self._finalizing = False  # the recogniser is finalising the words so far: draft on its final
+        self._all_final = False  # every word the caller said is in a final (asked with finalize)
+        self.preemptive_hits = 0  # turns answered by their draft
+        self.preemptive_misses = 0  # turns that had a draft, all discarded
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -191,6 +201,7 @@ class CallSession:
             return
         self._closed = True
         self.state = "ended"
+        await self._discard_draft()
         await self._cancel_reply()
         if self._recording is not None:
             with contextlib.suppress(Exception):
@@ -210,7 +221,9 @@ class CallSession:
         await self.recorder.call_ended(self.call)
         self.telemetry.call_ended(reason=reason, turns=len(self.turns), barge_ins=self.barge_ins)
         log.info("call closed", extra={"reason": reason, "outcome": self.call.outcome.action,
-                                       "turns": len(self.turns), "barge_ins": self.barge_ins})
+                                       "turns": len(self.turns), "barge_ins": self.barge_ins,
+                                       "preemptive_hits": self.preemptive_hits,
+                                       "preemptive_misses": self.preemptive_misses})
 
     async def end_now(self, reason: str) -> None:
         """End the call without waiting (shutdown past the drain time)."""
@@ -232,6 +245,9 @@ class CallSession:
             self._utterance_over_agent = self._agent_audible()
             if not self.settings.interruption.confirm_with_transcript:
                 await self._suspect_interruption()
+        if update.voiced:
+            self._all_final = False  # the caller is saying more than the recogniser has finalised
+        await self._at_caller_pause()
 
     def on_mark(self, name: str) -> None:
         if self.playback.on_mark(name) is not None and not self.playback.pending and self._hold_since is None:
@@ -276,11 +292,17 @@ class CallSession:
         async for event in stream.events():
             if event.kind is TranscriptKind.INTERIM and event.text.strip():
                 self._quiet_since = time.monotonic()
+                self._interim = event.text.strip()
                 if (self._hold_since is not None or self.vad.speaking) and not is_backchannel(event.text):
                     await self._barge_in("caller words")
+                await self._discard_outrun_draft()
             elif event.kind is TranscriptKind.FINAL:
+                self._interim = ""
+                if event.from_finalize:
+                    self._all_final, self._finalizing = True, False
                 if event.text.strip():
                     self._pending_text.append(event.text.strip())
+                await self._discard_outrun_draft()
                 if event.speech_final and self._pending_text:  # an empty speech_final ends the turn too
                     await self._close_caller_turn()
             elif event.kind is TranscriptKind.UTTERANCE_END and self._pending_text:
@@ -293,20 +315,75 @@ class CallSession:
     async def _close_caller_turn(self) -> None:
         text = " ".join(self._pending_text).strip()
         self._pending_text.clear()
+        self._interim = ""
+        self._all_final = self._finalizing = False
+        draft, self._draft = self._draft, None
         if not text or self._closed:
+            await self._discard_draft(draft)
             return
         now = time.monotonic()
         over_agent, self._utterance_over_agent = self._utterance_over_agent, False
         if is_backchannel(text) and (over_agent or self._agent_audible()):
+            await self._discard_draft(draft)
             self.backchannels += 1
             log.info("backchannel ignored", extra={"text": text})
             return  # a hold it caused ends in a resume once the caller is quiet
         await self._barge_in("caller turn")
         self._reprompts = 0
-        await self._start_turn(text, speech_end_at=self.vad.last_voiced_at or now, transcript_at=now)
+        await self._start_turn(text, speech_end_at=self.vad.last_voiced_at or now, transcript_at=now, draft=draft)
 
-    async def _start_turn(self, text: str, speech_end_at: float, transcript_at: float) -> None:
+    # --- preemptive generation --------------------------------------------------------------------
+
+    def _words_so_far(self) -> str:
+        return " ".join([*self._pending_text, self._interim]).strip()
+
+    async def _at_caller_pause(self) -> None:
+        """Per frame while the caller is quiet with words heard: ask the recogniser for the final of
+        them, start the agent on them (preemptive), and end the turn once the pause is the endpointing's."""
+        last_voiced = self.vad.last_voiced_at
+        if last_voiced is None or self._closed or not (self._pending_text or self._interim):
+            return
+        options = self.settings.endpointing
+        quiet_s = time.monotonic() - last_voiced
+        if quiet_s < options.preemptive_after_silence_ms / 1000:
+            return
+        if self._finalize_asked_for != last_voiced and self._stt is not None:
+            self._finalize_asked_for = last_voiced  # once per pause
+            self._finalizing = await self._stt.finalize()
+        if self._all_final and quiet_s >= options.stt_endpointing_ms / 1000:
+            # The recogniser was asked for its final, so its own endpointing may never speak again; the
+            # same pause that ends a turn there ends it here.
+            await self._close_caller_turn()
+        elif self._draft is None and not self._finalizing and self._preemption_due():
+            self._draft = PreemptiveDraft(self.engines.agent, self.call, self.conversation, self._words_so_far())
+
+    def _preemption_due(self) -> bool:
+        """Words to start on, with the agent silent and not already answering."""
+        if not self.settings.endpointing.preemptive_generation or self.call.ending:
+            return False
+        words = self._words_so_far()
+        if (self._reply is not None and not self._reply.done()) or self._agent_audible():
+            return False
+        return not (self._utterance_over_agent and is_backchannel(words))
+
+    async def _discard_outrun_draft(self) -> None:
+        """New words from the recogniser: a draft on other words is answering the wrong thing."""
+        if self._draft is not None and not same_words(self._draft.text, self._words_so_far()):
+            draft, self._draft = self._draft, None
+            await self._discard_draft(draft)
+
+    async def _discard_draft(self, draft: PreemptiveDraft | None = None) -> None:
+        if draft is None:
+            draft, self._draft = self._draft, None
+        if draft is not None:
+            self._drafts_discarded += 1
+            await draft.discard()
+
+    async def _start_turn(self, text: str, speech_end_at: float, transcript_at: float,
+                          draft: PreemptiveDraft | None = None) -> None:
+        await self._discard_draft()  # a draft not handed in here is for words the turn is not about
         if self.call.ending:
+            await self._discard_draft(draft)
             return
         # A reply still thinking is superseded by the newer words; the words it was answering stay in the
         # history (two finals back to back, e.g. buffered audio replayed after an STT reconnect).
@@ -316,12 +393,24 @@ class CallSession:
         users = [item for item in self.conversation.items if item.get("role") == "user"]
         if unanswered and (not users or users[-1].get("content") != unanswered):
             self.conversation.add_user(unanswered)
+        if draft is not None and not draft.fits(text, self.conversation):
+            await self._discard_draft(draft)
+            draft = None
         self._turn_counter += 1
         bind_turn(self._turn_counter)
         metrics = TurnMetrics(turn=self._turn_counter, user_text=text, speech_end_at=speech_end_at,
                               transcript_at=transcript_at)
+        if draft is not None:
+            metrics.preemptive = "hit"
+            self.preemptive_hits += 1
+            self.conversation = draft.conversation  # the draft's fork: it already holds this turn's words
+            draft.commit()
+        elif self._drafts_discarded:
+            metrics.preemptive = "miss"
+            self.preemptive_misses += 1
+        self._drafts_discarded = 0
         self._record("caller", text)
-        self._start_reply(self._respond(text, metrics), metrics)
+        self._start_reply(self._respond(text, metrics, draft), metrics)
 
     # --- replying -----------------------------------------------------------------------------
 
@@ -358,7 +447,7 @@ class CallSession:
             self.state = "listening"
             self._quiet_since = time.monotonic()
 
-    async def _respond(self, user_text: str, metrics: TurnMetrics) -> None:
+    async def _respond(self, user_text: str, metrics: TurnMetrics, draft: PreemptiveDraft | None = None) -> None:
         pieces: asyncio.Queue[_Piece | None] = asyncio.Queue()
         said: list[str] = []  # everything queued for speech, in order
         silence = self.settings.silence
@@ -382,10 +471,14 @@ class CallSession:
 
         async def think() -> None:
             chunker = SentenceChunker()
-            metrics.agent_started_at = time.monotonic()
+            metrics.agent_started_at = draft.started_at if draft is not None else time.monotonic()
+            events = draft.events() if draft is not None else \
+                self.engines.agent.run_turn(self.call, self.conversation, user_text)
+            if draft is not None and draft.first_text_at is not None:
+                metrics.mark_first_token(draft.first_text_at)
             try:
-                with self.telemetry.span("agent", engine=self.engines.agent.name):
-                    async for event in self.engines.agent.run_turn(self.call, self.conversation, user_text):
+                with self.telemetry.span("agent", engine=self.engines.agent.name, preemptive=draft is not None):
+                    async for event in events:
                         if event.kind is AgentEventKind.TEXT_DELTA and event.text:
                             metrics.mark_first_token(time.monotonic())
                             for sentence in chunker.push(event.text):
@@ -412,6 +505,8 @@ class CallSession:
                 for task in acknowledging:
                     task.cancel()
                 pieces.put_nowait(None)
+                if draft is not None:
+                    await draft.stop()  # interrupted: the model stops here, as a live run would
 
         async def fill_silence() -> None:
             # A slow first word (a slow model, a slow tool) is covered by a short line: never dead air.
@@ -584,6 +679,12 @@ class CallSession:
             task.cancel()
 
     async def _barge_in(self, reason: str) -> None:
+        # One at a time: the socket reader (VAD) and the listener (words) can both see the caller talk
+        # over the agent at once; the second finds the reply already stopped, and sends no second clear.
+        async with self._interrupting:
+            await self._barge_in_now(reason)
+
+    async def _barge_in_now(self, reason: str) -> None:
         if not self.settings.interruption.enabled or self._closed or self.call.ending:
             return  # a goodbye is never cut short: the call must still end
         held = self._hold_since is not None and not self._resuming  # resumed audio needs a new clear

@@ -5,6 +5,7 @@ All times are `time.monotonic()` seconds; durations are reported in milliseconds
 - llm_ttft_ms: agent run start -> first text delta
 - tts_ttfb_ms: first sentence sent to TTS -> first audio byte
 - voice_to_voice_ms: caller speech end -> first reply frame sent to Twilio
+- preemptive: whether the agent had already started on the words (streaming_service/preemptive_reply.py)
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class TurnMetrics:
     tts_first_byte_at: float | None = None
     first_frame_sent_at: float | None = None
     barge_in: bool = False
+    preemptive: str | None = None  # "hit": answered by its preemptive draft; "miss": drafts discarded
     errors: list[str] = field(default_factory=list)
 
     def mark_first_token(self, now: float) -> None:
@@ -60,6 +62,9 @@ class TurnMetrics:
             "tts_ttfb_ms": _ms(self.tts_started_at, self.tts_first_byte_at),
             "voice_to_voice_ms": _ms(self.speech_end_at, self.first_frame_sent_at),
             "barge_in": self.barge_in,
+            "preemptive": self.preemptive,
+            # How long before the final transcript the agent had started on the words (a preemptive hit).
+            "agent_lead_ms": _ms(self.agent_started_at, self.transcript_at) if self.preemptive == "hit" else None,
             "errors": list(self.errors),
         }
 

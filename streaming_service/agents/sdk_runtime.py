@@ -24,6 +24,8 @@ from openai.types.responses import ResponseOutputItemAddedEvent, ResponseTextDel
 from streaming_service.agents.booking_store import BookingStore
 from streaming_service.agents.definitions import ENTRY_AGENT, STOP_TOOLS, build_agents
 from streaming_service.agents.history_budget import trim_history
+from streaming_service.agents.router import starting_agent
+from streaming_service.agents.side_effect_gate import SideEffectGate
 from streaming_service.agents.tenant_tools import TenantToolServers
 from streaming_service.agents.turn_context import AgentTurnContext
 from streaming_service.engines.base import (
@@ -53,6 +55,7 @@ class AgentsSdkRuntime(AgentRuntime):
         self._timeout_s = timeout_s
         self._history_budget_tokens = history_budget_tokens
         self._run_config = RunConfig(tracing_disabled=True)
+        self._hooks = SideEffectGate()  # a preemptive draft's tools with side effects wait for its commit
 
     @abc.abstractmethod
     def model_for(self, call: CallContext) -> Model:
@@ -65,9 +68,14 @@ class AgentsSdkRuntime(AgentRuntime):
         turn = AgentTurnContext(call=call, now=self._clock(), bookings=self.bookings, history=history)
         servers = await self.tenant_tools.servers_for(call) if self.tenant_tools else []
         agents = build_agents(self.model_for(call), servers)
-        agent = agents.get(call.current_agent) or agents[ENTRY_AGENT]
+        current = call.current_agent if call.current_agent in agents else ENTRY_AGENT
+        routed = starting_agent(current, user_text)
+        if routed != current:
+            log.info("routed by the caller's words", extra={"from": current, "to": routed})
+        agent = agents[routed]
         result = Runner.run_streamed(agent, cast(list[TResponseInputItem], list(history)), context=turn,
-                                     max_turns=MAX_MODEL_CALLS_PER_TURN, run_config=self._run_config)
+                                     max_turns=MAX_MODEL_CALLS_PER_TURN, run_config=self._run_config,
+                                     hooks=self._hooks)
         # An async generator at runtime (typed as an iterator): closed explicitly when we stop early.
         events = cast(AsyncGenerator[StreamEvent, None], result.stream_events())
         tool_names: dict[str, str] = {}

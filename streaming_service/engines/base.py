@@ -36,6 +36,7 @@ class TranscriptEvent:
     kind: TranscriptKind
     text: str = ""
     speech_final: bool = False
+    from_finalize: bool = False  # a FINAL asked for with `finalize()`: every word heard so far is in
 
 
 class SpeechToTextStream(abc.ABC):
@@ -44,6 +45,12 @@ class SpeechToTextStream(abc.ABC):
     @abc.abstractmethod
     async def send_audio(self, ulaw: bytes) -> None:
         """Push mu-law 8 kHz bytes. Never blocks on the network for long; buffers instead."""
+
+    async def finalize(self) -> bool:
+        """The caller went quiet: ask for the final of what was heard so far now, rather than when the
+        recogniser's own endpointing decides. True if this recogniser can (its FINAL then says
+        `from_finalize`); the default cannot."""
+        return False
 
     @abc.abstractmethod
     def events(self) -> AsyncIterator[TranscriptEvent]:

@@ -42,6 +42,7 @@ class ServiceMetrics:
                                       for key, name in LATENCY_METRICS.items() if summary.get(key) is not None]
         self.writer.emit(figures, properties={**call, "turn": summary.get("turn"),
                                               "barge_in": bool(summary.get("barge_in")),
+                                              "preemptive": summary.get("preemptive"),
                                               "errors": list(summary.get("errors") or [])})
 
     def barge_in(self, call: Mapping[str, Any]) -> None:

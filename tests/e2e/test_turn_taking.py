@@ -89,13 +89,17 @@ async def test_a_real_interruption_clears_and_is_answered(stack):
 
 
 async def test_a_tool_turn_says_an_acknowledgement_first(stack):
-    stack.openai.first_token_delay_s = 0.3  # each model call takes a while: routing, the tool, the answer
+    stack.openai.first_token_delay_s = 0.3  # each model call takes a while: the tool, then the answer
     answer = "We are open nine to five on weekdays."
-    stack.openai.script(ToolCall("transfer_to_general"), ToolCall("business_info", {"question": "hours"}), answer)
+    # No routing call: a plain question starts at the general agent, which calls its tool at once.
+    stack.openai.script(ToolCall("business_info", {"question": "hours"}), answer)
     async with stack.call() as caller:
         _, recording_from, _ = await _ask_and_wait_for_audio(stack, caller, "When are you open")
         await caller.wait_for_agent(since=time.monotonic(), quiet_s=1.0)
         session = stack.session(caller)
+    assert len(stack.openai.requests) == 2  # the tool call and the answer: routing cost no round trip
+    first_tools = {t.get("function", {}).get("name") for t in stack.openai.requests[0].get("tools", [])}
+    assert "business_info" in first_tools and "transfer_to_general" not in first_tools
     ack = stack.settings.silence.tool_acknowledgement_text
     assert session.transcript[-1]["text"] == f"{ack} {answer}"
     heard = played_frames(caller.recording.agent[recording_from:])

@@ -84,18 +84,19 @@ async def rows(db: TenantDatabase, tenant: TenantProfile) -> list[bookings.Booki
     return await bookings.list_bookings(db, tenant.tenant_id, include_cancelled=True)
 
 
-async def test_triage_hands_off_to_booking_which_books_after_a_yes(
+async def test_a_plain_booking_request_starts_at_booking_which_books_after_a_yes(
         fake: FakeOpenAI, runtime: OpenAIAgentRuntime, db: TenantDatabase, tenant: TenantProfile) -> None:
     call, conv = new_call(tenant), Conversation()
-    fake.script(ToolCall("transfer_to_booking"), ToolCall("book_appointment", BOOK_ARGS),
+    fake.script(ToolCall("book_appointment", BOOK_ARGS),
                 "A haircut for Ann Lee tomorrow at three pm. Shall I book that?")
     first = await turn(runtime, call, conv, "I'd like a haircut tomorrow at 3, my name is Ann Lee")
 
-    assert [e.data["to"] for e in first if e.kind is AgentEventKind.HANDOFF] == ["booking"]
+    # Routed by the caller's words: no handoff call to triage first, one round trip less.
+    assert not [e for e in first if e.kind is AgentEventKind.HANDOFF] and len(fake.requests) == 2
     assert results(first, "book_appointment")[0]["status"] == "needs_confirmation"
     assert await rows(db, tenant) == []  # nothing is written before the caller's yes
     assert call.current_agent == "booking"
-    assert "book_appointment" in fake.system_prompts[1] and "2030-01-07" in fake.system_prompts[1]
+    assert "book_appointment" in fake.system_prompts[0] and "2030-01-07" in fake.system_prompts[0]
 
     fake.script(ToolCall("book_appointment", BOOK_ARGS), "You're all booked. Anything else?")
     second = await turn(runtime, call, conv, "Yes please")
@@ -159,7 +160,7 @@ async def test_reschedule_finds_the_callers_booking_and_moves_it_after_a_yes(
     booking = await _existing_booking(db, tenant)
     move = {"booking_id": str(booking.id), "date": "2030-01-11", "time": "16:00"}
     call, conv = new_call(tenant), Conversation()
-    fake.script(ToolCall("transfer_to_booking"), ToolCall("find_bookings", {"customer_name": ""}),
+    fake.script(ToolCall("find_bookings", {"customer_name": ""}),
                 ToolCall("reschedule_booking", move), "Move it to Friday at four pm?")
     first = await turn(runtime, call, conv, "Can I move my haircut to Friday at 4?")
     assert results(first, "find_bookings")[0]["bookings"][0]["booking_id"] == str(booking.id)
@@ -199,11 +200,11 @@ async def test_a_booking_the_caller_was_not_shown_cannot_be_cancelled(
 async def test_general_question_answered_from_tenant_settings(
         fake: FakeOpenAI, runtime: OpenAIAgentRuntime, tenant: TenantProfile) -> None:
     call = new_call(tenant)
-    fake.script(ToolCall("transfer_to_general"), ToolCall("business_info", {"question": "Do you have parking?"}),
+    fake.script(ToolCall("business_info", {"question": "Do you have parking?"}),
                 "Yes, there is free parking behind the shop.")
     events = await turn(runtime, call, Conversation(), "Do you have parking?")
     assert results(events, "business_info")[0]["say"] == "Yes, free parking behind the shop."
-    general_prompt = fake.system_prompts[1]
+    general_prompt = fake.system_prompts[0]  # a plain question starts at general
     assert "12 Main Street" in general_prompt and "Monday to Friday, 9 am to 6 pm" in general_prompt
     assert call.current_agent == "general"
 
@@ -229,7 +230,7 @@ async def test_openai_failing_mid_call_falls_back_and_the_booking_completes(
     offline = OfflinePolicyRuntime(bookings=PostgresBookingStore(db), clock=lambda: NOW)
     engine = FallbackAgentRuntime(runtime, offline)
     call, conv = new_call(tenant), Conversation()
-    fake.script(ToolCall("transfer_to_booking"), "Sure. What name should I put the booking under?")
+    fake.script("Sure. What name should I put the booking under?")
     await turn(engine, call, conv, "I'd like a haircut tomorrow at 3")
     assert not engine.is_offline(call)
 
@@ -253,7 +254,9 @@ async def test_tenant_prompt_overrides_per_agent_keep_the_voice_rules(
     tenant = await make_tenant(**TENANT_SETTINGS, prompt_overrides={
         "all": "You are Sam at Clip Joint.", "booking": "Only book haircuts; be quick."})
     fake.script(ToolCall("transfer_to_booking"), "Sure.")
-    await turn(runtime, new_call(tenant), Conversation(), "I want to book")
+    # Words that do not say what they want: triage decides, and hands off.
+    events = await turn(runtime, new_call(tenant), Conversation(), "Hi there, I was wondering something")
+    assert [e.data["to"] for e in events if e.kind is AgentEventKind.HANDOFF] == ["booking"]
     triage_prompt, booking_prompt = fake.system_prompts[:2]
     assert triage_prompt.startswith("You are Sam at Clip Joint.") and "hand off" in triage_prompt
     assert booking_prompt.startswith("You are Sam at Clip Joint.\n\nOnly book haircuts; be quick.")
