@@ -1,6 +1,10 @@
 """Deepgram live speech to text (`/v1/listen` through `deepgram-sdk` 7.x), with reconnects that lose no words.
 
-One stream per call. `send_audio` only appends to a buffer; a sender task writes it to the socket.
+One stream per call. `send_audio` only appends to a buffer; a sender task writes it to the socket (without
+permessage-deflate: deepgram_socket.py). While the caller is quiet, audio goes out in sends of
+`quiet_batch_ms`; from the first loud frame until `speech_tail_ms` after the last one (the stretch in which
+Deepgram finds speech, interim words and the end of the turn), every frame goes out as it arrives, so batching
+delays no speech start, no word and no endpoint.
 The buffer keeps every byte since the last final result, so after a dropped socket the new
 connection is fed that audio again: speech that was not yet final is transcribed once, and speech
 already final is never resent. Deepgram's `start`/`duration` are relative to each connection, so
@@ -17,6 +21,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import websockets.exceptions
 from deepgram import AsyncDeepgramClient, DeepgramClientEnvironment
 from deepgram.core.api_error import ApiError
@@ -24,6 +29,7 @@ from deepgram.listen.v1.socket_client import AsyncV1SocketClient
 from deepgram.listen.v1.types import ListenV1Error, ListenV1Results, ListenV1SpeechStarted, ListenV1UtteranceEnd
 from deepgram.listen.v2.types import ListenV2TurnInfo
 
+from shared.audio import mulaw
 from shared.audio.mulaw import BYTES_PER_MS, SAMPLE_RATE
 from shared.settings import Settings
 from streaming_service.engines.base import (
@@ -33,6 +39,7 @@ from streaming_service.engines.base import (
     TranscriptEvent,
     TranscriptKind,
 )
+from streaming_service.engines.deepgram_socket import UncompressedSocket, complete_handshake
 from streaming_service.engines.vendor_capacity import VendorCapacityError
 
 logger = logging.getLogger(__name__)
@@ -55,6 +62,16 @@ class DeepgramStreamOptions:
     close_timeout_s: float = 3.0  # CloseStream -> remaining results -> socket closed
     max_buffer_s: float = 30.0  # audio kept for resending after a drop
     max_chunk_bytes: int = 4000  # 500 ms per binary frame when catching up
+    # Batching of quiet audio (one WebSocket frame per send, each with its own syscall and mask):
+    quiet_batch_ms: int = 100  # caller silence goes out this much at a time (at most this late)
+    quiet_rms: float = 100.0  # a 20 ms frame quieter than this is silence (the VAD's floor is 200)
+    # After the last loud frame, every frame is sent at once for this long; None: the endpointing settings'
+    # longest wait (stt_endpointing_ms or utterance_end_ms; Flux's end-of-turn timeout) plus 250 ms.
+    speech_tail_ms: int | None = None
+
+
+_FLUX_END_OF_TURN_TIMEOUT_MS = 5000  # Flux's default eot_timeout_ms: the longest it waits to end a turn
+_SQUARES = mulaw.decode(bytes(range(256))).astype(np.int64) ** 2  # per mu-law byte, no float maths
 
 
 class _Reconnect(Exception):
@@ -77,7 +94,9 @@ class DeepgramSpeechToText(SpeechToText):
         base = settings.deepgram_base_url.rstrip("/")
         rest = base.replace("wss://", "https://", 1).replace("ws://", "http://", 1)
         environment = DeepgramClientEnvironment(base=rest, production=base, agent=base, agent_rest=rest)
-        self._client = AsyncDeepgramClient(api_key=key, environment=environment)
+        # The SDK's socket hook (process-wide in the SDK, so always this one class): no permessage-deflate.
+        self._client = AsyncDeepgramClient(api_key=key, environment=environment,
+                                           transport_factory=UncompressedSocket)
 
     async def open_stream(self, call_sid: str) -> SpeechToTextStream:
         """Returns at once; connecting happens in the background and audio buffers meanwhile."""
@@ -109,6 +128,18 @@ class DeepgramStream(SpeechToTextStream):
         self._connected_at: float | None = None  # when the current connection's handshake succeeded
         self._heard_back = False  # the current connection delivered at least one message
         self.connections = 0
+        # Batching: quiet audio waits for a full batch (or the timer); audio up to _urgent_until goes at once.
+        self._batch_bytes = max(1, options.quiet_batch_ms * BYTES_PER_MS)
+        tail_ms = options.speech_tail_ms
+        if tail_ms is None:
+            endpointing = settings.endpointing
+            longest = _FLUX_END_OF_TURN_TIMEOUT_MS if self._flux else \
+                max(endpointing.stt_endpointing_ms, endpointing.utterance_end_ms)
+            tail_ms = longest + 250
+        self._tail_bytes = tail_ms * BYTES_PER_MS
+        self._loud_energy = int(options.quiet_rms**2 * mulaw.FRAME_BYTES)  # sum of squares over 20 ms
+        self._urgent_until = -1  # call byte offset: audio ending at or before it is sent as it arrives
+        self._flush_timer: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
         self._runner = asyncio.create_task(self._run(), name=f"deepgram-stt-{self._call_sid}")
@@ -124,7 +155,22 @@ class DeepgramStream(SpeechToTextStream):
             del self._buf[:overflow]
             self._buf_start += overflow
             self._sent_upto = max(self._sent_upto, self._buf_start)
-        self._audio_ready.set()
+        end = self._buf_start + len(self._buf)
+        if self._loud(ulaw):
+            self._urgent_until = end + self._tail_bytes
+        if end <= self._urgent_until or end - self._sent_upto >= self._batch_bytes:
+            self._audio_ready.set()
+        elif self._flush_timer is None:  # quiet audio is never held longer than one batch
+            self._flush_timer = asyncio.get_running_loop().call_later(
+                self._options.quiet_batch_ms / 1000, self._audio_ready.set)
+
+    def _loud(self, ulaw: bytes) -> bool:
+        """Whether any 20 ms frame of `ulaw` is louder than `quiet_rms`."""
+        squares = _SQUARES[np.frombuffer(ulaw, dtype=np.uint8)]
+        if len(ulaw) <= mulaw.FRAME_BYTES:
+            return int(squares.sum()) >= self._loud_energy
+        sums = np.add.reduceat(squares, np.arange(0, len(ulaw), mulaw.FRAME_BYTES))
+        return bool((sums >= self._loud_energy).any())
 
     async def events(self) -> AsyncIterator[TranscriptEvent]:
         while True:
@@ -139,6 +185,7 @@ class DeepgramStream(SpeechToTextStream):
         if self._closing:
             return
         self._closing = True
+        self._cancel_flush_timer()
         self._audio_ready.set()  # the sender flushes, then sends CloseStream
         if self._runner is not None:
             try:
@@ -223,6 +270,11 @@ class DeepgramStream(SpeechToTextStream):
                     interim_results=True, endpointing=endpointing.stt_endpointing_ms,
                     utterance_end_ms=endpointing.utterance_end_ms, vad_events=True, smart_format=True,
                     punctuate=True, **language))
+            try:
+                await complete_handshake(conn)
+            except BaseException:
+                await stack.aclose()
+                raise
         # Resend everything not yet final; the new connection's time 0 is the oldest kept byte.
         self._conn_base = self._sent_upto = self._buf_start
         self._unanswered_since = None
@@ -276,7 +328,13 @@ class DeepgramStream(SpeechToTextStream):
                 await conn.send_close_stream()
                 return
             self._audio_ready.clear()
+            self._cancel_flush_timer()  # everything is sent: the next quiet batch starts its own timer
             await self._audio_ready.wait()
+
+    def _cancel_flush_timer(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
 
     async def _keepalive(self, conn: AsyncV1SocketClient) -> None:
         interval = self._options.keepalive_interval_s
@@ -357,6 +415,7 @@ class DeepgramStream(SpeechToTextStream):
             self._events.put_nowait(event)
 
     def _finish(self, item: object) -> None:
+        self._cancel_flush_timer()
         if not self._finished:
             self._finished = True
             self._events.put_nowait(item)

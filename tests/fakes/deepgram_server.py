@@ -41,6 +41,8 @@ class ConnectionRecord:
     sent: list[dict[str, Any]] = field(default_factory=list)
     flux: bool = False  # /v2/listen: Flux's TurnInfo events instead of Results
     turn_index: int = 0
+    extensions: str = ""  # the client's Sec-WebSocket-Extensions offer ("" when it offers none)
+    binary_sizes: list[int] = field(default_factory=list)  # bytes in each audio message, in order
 
 
 class _Recogniser:
@@ -265,8 +267,10 @@ class FakeDeepgram:
         query = dict(request.query)
         if query.get("encoding") != "mulaw" or query.get("sample_rate") != "8000":
             return web.Response(status=400, text="Bad Request: expected encoding=mulaw&sample_rate=8000")
+        # permessage-deflate only if the client offers it (aiohttp's default); the service's client offers none.
         ws = web.WebSocketResponse(autoping=True)
-        record = ConnectionRecord(query=query, flux=request.path.startswith("/v2/"))
+        record = ConnectionRecord(query=query, flux=request.path.startswith("/v2/"),
+                                  extensions=request.headers.get("Sec-WebSocket-Extensions", ""))
         if record.flux:  # Flux always reports interim words and ends turns itself
             query = {**query, "interim_results": "true", "vad_events": "true", "endpointing": "300"}
         self._live[ws] = (request, record)  # counts toward max_streams from the handshake on
@@ -291,6 +295,7 @@ class FakeDeepgram:
                 return
             if msg.type == WSMsgType.BINARY:
                 record.bytes_received += len(msg.data)
+                record.binary_sizes.append(len(msg.data))
                 audio.update(msg.data)
                 await self._send(ws, record, rec.feed(msg.data))
             elif msg.type == WSMsgType.TEXT:

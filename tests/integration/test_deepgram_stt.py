@@ -244,3 +244,30 @@ async def test_api_key_is_never_logged(fake: FakeDeepgram, caplog: pytest.LogCap
     await stream.close()
     assert any(r.getMessage() == "deepgram stream reconnecting" for r in caplog.records)
     assert all("test-key" not in str(r.__dict__) for r in caplog.records)
+
+
+async def test_socket_offers_no_compression(fake: FakeDeepgram) -> None:
+    stream, listener = await open_stream(fake)
+    await feed(stream, turn(PHRASE))
+    await listener.wait_until(lambda: bool(listener.finals))
+    assert fake.records[0].extensions == ""  # no permessage-deflate: mu-law audio does not compress
+    await stream.close()
+
+
+async def test_quiet_audio_goes_in_batches_speech_and_its_tail_frame_by_frame(fake: FakeDeepgram) -> None:
+    stream, listener = await open_stream(fake)
+    await fake.wait_until(lambda: fake.connections == 1)
+    quiet = mulaw.silence(1000)
+    await feed(stream, quiet)
+    await fake.wait_until(lambda: fake.bytes_received == [len(quiet)])  # the last part by the flush timer
+    record = fake.records[0]
+    assert len(record.binary_sizes) <= len(quiet) // (FAST.quiet_batch_ms * mulaw.BYTES_PER_MS) + 2
+    sent_quiet = len(record.binary_sizes)
+    speech, tail = marked_speech(PHRASE), mulaw.silence(1000)  # the tail: shorter than utterance_end_ms + 250
+    await feed(stream, speech + tail)
+    await fake.wait_until(lambda: fake.bytes_received == [len(quiet) + len(speech) + len(tail)])
+    frames = (len(speech) + len(tail)) // mulaw.FRAME_BYTES
+    assert len(record.binary_sizes) - sent_quiet >= 0.9 * frames  # as they came, not batched
+    await listener.wait_until(lambda: TranscriptKind.UTTERANCE_END in listener.kinds())
+    assert listener.finals == [PHRASE]
+    await stream.close()
