@@ -21,6 +21,7 @@ _MAX_GAP_FRAMES = 2  # voiced runs survive this many unvoiced frames
 _MIN_RMS = 200.0
 _MIN_ENERGY = int(_MIN_RMS**2 * mulaw.FRAME_BYTES)  # sum of squares over one frame
 _SQUARES = mulaw.decode(bytes(range(256))).astype(np.int64) ** 2  # one lookup per byte, no float maths
+_BELOW_FLOOR = mulaw.codes_below(int(_MIN_RMS))
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,10 @@ class VadUpdate:
     speech_confirmed: bool  # the caller has now spoken for min_speech_ms (edge, fires once per run)
     speech_ended: bool  # a confirmed run just ended
     voiced: bool
+
+
+# Every update there can be, made once: process() runs 50 times a second per call.
+_UPDATES = {(c, e, v): VadUpdate(c, e, v) for c in (False, True) for e in (False, True) for v in (False, True)}
 
 
 class CallerSpeechDetector:
@@ -47,17 +52,25 @@ class CallerSpeechDetector:
     def process(self, ulaw: bytes, now: float | None = None) -> VadUpdate:
         """Feed inbound caller audio (any length); returns what changed with it."""
         now = time.monotonic() if now is None else now
+        if not self._pending and len(ulaw) == mulaw.FRAME_BYTES:  # Twilio's 20 ms frame: no copies
+            voiced = self._voiced(ulaw)
+            return _UPDATES[(*self._step(voiced, now), voiced)]
         self._pending += ulaw
         confirmed = ended = voiced_any = False
         while len(self._pending) >= mulaw.FRAME_BYTES:
             frame, self._pending = self._pending[: mulaw.FRAME_BYTES], self._pending[mulaw.FRAME_BYTES :]
-            loud = int(_SQUARES[np.frombuffer(frame, dtype=np.uint8)].sum()) >= _MIN_ENERGY
-            voiced = loud and self._vad.is_speech(mulaw.decode(frame).tobytes(), mulaw.SAMPLE_RATE)
+            voiced = self._voiced(frame)
             voiced_any |= voiced
             c, e = self._step(voiced, now)
             confirmed |= c
             ended |= e
-        return VadUpdate(speech_confirmed=confirmed, speech_ended=ended, voiced=voiced_any)
+        return _UPDATES[(confirmed, ended, voiced_any)]
+
+    def _voiced(self, frame: bytes) -> bool:
+        if not frame.translate(None, _BELOW_FLOOR):  # no sample reaches the floor, so neither does the RMS
+            return False
+        loud = int(_SQUARES[np.frombuffer(frame, dtype=np.uint8)].sum()) >= _MIN_ENERGY
+        return loud and self._vad.is_speech(mulaw.decode(frame).tobytes(), mulaw.SAMPLE_RATE)
 
     def _step(self, voiced: bool, now: float) -> tuple[bool, bool]:
         if voiced:

@@ -35,6 +35,12 @@ def decode(ulaw: bytes) -> npt.NDArray[np.int16]:
     return _DECODE[np.frombuffer(ulaw, dtype=np.uint8)]
 
 
+def codes_below(amplitude: int) -> bytes:
+    """Every mu-law code whose |sample| is below `amplitude`. `not audio.translate(None, codes_below(a))` says, in
+    one C call and no numpy (which costs microseconds on a 20 ms frame), that no sample of `audio` reaches `a`."""
+    return bytes(code for code in range(256) if abs(int(_DECODE[code])) < amplitude)
+
+
 def encode(pcm: npt.NDArray[np.int16]) -> bytes:
     """PCM16 samples -> mu-law bytes (the Sun g711.c algorithm, bit-exact with CPython's audioop)."""
     value = pcm.astype(np.int32) >> 2

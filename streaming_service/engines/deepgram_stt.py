@@ -138,6 +138,7 @@ class DeepgramStream(SpeechToTextStream):
             tail_ms = longest + 250
         self._tail_bytes = tail_ms * BYTES_PER_MS
         self._loud_energy = int(options.quiet_rms**2 * mulaw.FRAME_BYTES)  # sum of squares over 20 ms
+        self._below_quiet = mulaw.codes_below(int(options.quiet_rms))
         self._urgent_until = -1  # call byte offset: audio ending at or before it is sent as it arrives
         self._flush_timer: asyncio.TimerHandle | None = None
 
@@ -166,6 +167,8 @@ class DeepgramStream(SpeechToTextStream):
 
     def _loud(self, ulaw: bytes) -> bool:
         """Whether any 20 ms frame of `ulaw` is louder than `quiet_rms`."""
+        if not ulaw.translate(None, self._below_quiet):  # no sample that loud, so no frame either: no numpy
+            return False
         squares = _SQUARES[np.frombuffer(ulaw, dtype=np.uint8)]
         if len(ulaw) <= mulaw.FRAME_BYTES:
             return int(squares.sum()) >= self._loud_energy

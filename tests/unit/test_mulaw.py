@@ -48,3 +48,11 @@ def test_frame_assembler_recuts_arbitrary_chunks():
     assert all(len(f) == 160 for f in got)
     assert assembler.total_bytes == 480
     assert len(got) == 3
+
+
+def test_codes_below_are_exactly_the_quieter_codes():
+    quiet = mulaw.codes_below(200)
+    for code in range(256):
+        assert (code in quiet) == (abs(int(mulaw.decode(bytes([code]))[0])) < 200)
+    assert not mulaw.silence(20).translate(None, quiet)  # silence: every byte is a quiet code
+    assert bytes([0x80]).translate(None, quiet) == bytes([0x80])  # the loudest code is kept

@@ -50,3 +50,14 @@ def test_odd_sized_input_is_reframed():
     audio = voiced(600)
     events = [d.process(audio[i:i + 97], now=i / 8000) for i in range(0, len(audio), 97)]
     assert sum(e.speech_confirmed for e in events) == 1
+
+
+
+def test_whole_frames_and_odd_chunks_give_the_same_updates():
+    audio = mulaw.silence(200) + voiced(400) + bytes([0xF0]) * 1600 + mulaw.silence(500)  # quiet, speech, hum
+    whole, odd = CallerSpeechDetector(), CallerSpeechDetector()
+    by_frame = [whole.process(audio[i : i + 160], now=i / 8000) for i in range(0, len(audio), 160)]
+    by_chunk = [odd.process(audio[i : i + 100], now=i / 8000) for i in range(0, len(audio), 100)]
+    assert sum(u.speech_confirmed for u in by_frame) == sum(u.speech_confirmed for u in by_chunk) == 1
+    assert sum(u.speech_ended for u in by_frame) == sum(u.speech_ended for u in by_chunk) == 1
+    assert any(u.voiced for u in by_frame) and not by_frame[-1].voiced
