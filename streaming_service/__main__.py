@@ -1,5 +1,9 @@
 """`python -m streaming_service`: the streaming service alone (as deployed on Fargate); with `WORKERS` > 1, a
-supervisor and that many worker processes on one port (streaming_service/workers.py)."""
+supervisor and that many worker processes on one port (streaming_service/workers.py).
+
+The service itself (the app, the engines, the data layer) is imported in `run`, not here: a supervisor never
+runs it, so it stays a small process (it imports streaming_service/workers.py only), and each worker, which
+re-imports this module as it starts (multiprocessing's spawn), imports the service once, in `run`."""
 
 from __future__ import annotations
 
@@ -10,11 +14,6 @@ from collections.abc import Callable
 
 from shared.settings import Settings, get_settings
 from shared.structured_logging import configure_logging
-from streaming_service.app import create_app
-from streaming_service.data_layer import ServiceData
-from streaming_service.engines.factory import build_engines, describe
-from streaming_service.server import serve_until_signalled
-from streaming_service.telemetry.service_telemetry import ServiceTelemetry
 from streaming_service.workers import supervise
 
 log = logging.getLogger("voice_agent")
@@ -24,6 +23,12 @@ async def run(settings: Settings, live_calls_changed: Callable[[int], None] | No
               reuse_port: bool = False) -> int:
     """The service in this process. `live_calls_changed` and `reuse_port`: set in a worker of several
     (streaming_service/workers.py)."""
+    from streaming_service.app import create_app
+    from streaming_service.data_layer import ServiceData
+    from streaming_service.engines.factory import build_engines, describe
+    from streaming_service.server import serve_until_signalled
+    from streaming_service.telemetry.service_telemetry import ServiceTelemetry
+
     telemetry = ServiceTelemetry.from_settings(settings)
     telemetry.tracing.instrument_clients()  # before any client exists: vendor HTTP and Redis calls get spans
     data = None
