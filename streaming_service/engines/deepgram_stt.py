@@ -128,6 +128,7 @@ class DeepgramStream(SpeechToTextStream):
         self._connected_at: float | None = None  # when the current connection's handshake succeeded
         self._heard_back = False  # the current connection delivered at least one message
         self.connections = 0
+        self._finalize_wanted = False  # send Finalize once the audio before it is out
         # Batching: quiet audio waits for a full batch (or the timer); audio up to _urgent_until goes at once.
         self._batch_bytes = max(1, options.quiet_batch_ms * BYTES_PER_MS)
         tail_ms = options.speech_tail_ms
@@ -174,6 +175,14 @@ class DeepgramStream(SpeechToTextStream):
             return int(squares.sum()) >= self._loud_energy
         sums = np.add.reduceat(squares, np.arange(0, len(ulaw), mulaw.FRAME_BYTES))
         return bool((sums >= self._loud_energy).any())
+
+    async def finalize(self) -> bool:
+        """Finalize after the audio already given (the sender keeps the order); Flux has no such message."""
+        if self._flux or self._closing or self._finished:
+            return False
+        self._finalize_wanted = True
+        self._audio_ready.set()
+        return True
 
     async def events(self) -> AsyncIterator[TranscriptEvent]:
         while True:
@@ -327,6 +336,10 @@ class DeepgramStream(SpeechToTextStream):
                 if self._unanswered_since is None:
                     self._unanswered_since = self._last_send
                 continue
+            if self._finalize_wanted:
+                self._finalize_wanted = False
+                await conn.send_finalize()
+                continue
             if self._closing:
                 await conn.send_close_stream()
                 return
@@ -393,8 +406,9 @@ class DeepgramStream(SpeechToTextStream):
             if end > self._buf_start:
                 del self._buf[: end - self._buf_start]
                 self._buf_start = end
-            if text or message.speech_final:  # an empty speech_final still ends the turn
-                self._emit(TranscriptEvent(TranscriptKind.FINAL, text, bool(message.speech_final)))
+            if text or message.speech_final or message.from_finalize:  # an empty speech_final ends the turn too
+                self._emit(TranscriptEvent(TranscriptKind.FINAL, text, bool(message.speech_final),
+                                           from_finalize=bool(message.from_finalize)))
         elif text:
             self._emit(TranscriptEvent(TranscriptKind.INTERIM, text))
 
