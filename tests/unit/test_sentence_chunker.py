@@ -21,10 +21,16 @@ def test_abbreviations_initials_and_decimals_do_not_split():
     assert stream(text) == ["Dr. Smith can see you at 3.30 pm.", "Ask for J. Doe, e.g. at the desk.", "Thanks!"]
 
 
-def test_long_first_clause_is_cut_at_a_comma():
+def test_long_first_sentence_without_a_mark_is_cut_where_a_phrase_begins():
     text = "I have looked at the calendar for the whole of next week and the week after, and Tuesday works"
     out = stream(text)
-    assert out[0].endswith("after,") and len(out) == 2
+    assert out[0] == "I have looked at the calendar for the whole of next week"  # before "and", past 32 chars
+    assert " ".join(out) == text and len(out) == 2
+
+
+def test_a_comma_before_the_phrase_length_wins():
+    out = stream("We offer general checkups and cleanings, fillings and crowns.")
+    assert out == ["We offer general checkups and cleanings,", "fillings and crowns."]
 
 
 def test_very_long_text_without_punctuation_is_cut_at_a_space():
