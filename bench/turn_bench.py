@@ -224,7 +224,7 @@ def _preemptive(log_path: Path) -> dict[str, int]:
                 entry = json.loads(line)
             except ValueError:
                 continue
-            outcome = entry.get("preemptive")
+            outcome = (entry.get("metrics") or {}).get("preemptive")  # the "turn complete" figures
             if outcome in ("hit", "miss"):
                 counts["hits" if outcome == "hit" else "misses"] += 1
     return counts
