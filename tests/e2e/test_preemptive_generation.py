@@ -42,7 +42,8 @@ async def test_words_after_a_short_pause_discard_the_draft_and_the_turn_is_the_w
         session = stack.session(caller)
         await wait_until(lambda: len(session.turns) == 1)
     # The pause was longer than the draft's wait, shorter than the turn's: one turn, the whole sentence.
-    assert user_messages(stack.openai)[-1] == "I'd like to book a haircut please"
+    assert user_messages(stack.openai)[0] == "I'd like to book"  # a draft started in the pause...
+    assert user_messages(stack.openai)[-1] == "I'd like to book a haircut please"  # ...and the turn is whole
     assert [i["content"] for i in session.conversation.items if i.get("role") == "user"] == [
         "I'd like to book a haircut please"]
     assert "A draft on half the words." not in str(session.conversation.items)
