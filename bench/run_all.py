@@ -18,6 +18,8 @@ BENCHMARKS = [
      ["bench.turn_bench"]),
     ("vendor capacity: 10 more callers than the Deepgram budget, one tenant per overflow policy",
      ["bench.capacity_bench"]),
+    ("memory: idle RSS with 1 and 2 workers, RSS per live call (50 held), RSS over 1,000 sequential calls",
+     ["bench.memory_bench"]),
     ("data: number->tenant lookup (warm/cold cache) and booking writes", ["bench.data_bench"]),
     ("lambdas: warm handler latency and cold import time", ["bench.lambda_bench"]),
     ("offline speech recognition: word error rate on synthesised domain phrases", ["bench.offline_stt_wer"]),
