@@ -36,7 +36,7 @@ class EndpointingOptions(BaseModel):
     # Preemptive generation (streaming_service/preemptive_reply.py): once the caller has been quiet this
     # long with words heard, the agent starts on them; the final transcript commits or discards it.
     preemptive_generation: bool = True
-    preemptive_after_silence_ms: int = 150
+    preemptive_after_silence_ms: int = 120
 
 
 class SilenceOptions(BaseModel):

@@ -142,7 +142,6 @@ class CallSession:
         self._draft: PreemptiveDraft | None = None  # the agent started on the words so far (preemptive)
         self._drafts_discarded = 0  # this turn's drafts the caller's words outran
         self._finalize_asked_for: float | None = None  # the pause (its last voiced frame) finalize was asked at
-        self._finalizing = False  # the recogniser is finalising the words so far: draft on its final
         self._all_final = False  # every word the caller said is in a final (asked with finalize)
         self.preemptive_hits = 0  # turns answered by their draft
         self.preemptive_misses = 0  # turns that had a draft, all discarded
@@ -302,7 +301,7 @@ class CallSession:
             elif event.kind is TranscriptKind.FINAL:
                 self._interim = ""
                 if event.from_finalize:
-                    self._all_final, self._finalizing = True, False
+                    self._all_final = True
                 if event.text.strip():
                     self._pending_text.append(event.text.strip())
                 await self._discard_outrun_draft()
@@ -319,7 +318,7 @@ class CallSession:
         text = " ".join(self._pending_text).strip()
         self._pending_text.clear()
         self._interim = ""
-        self._all_final = self._finalizing = False
+        self._all_final = False
         draft, self._draft = self._draft, None
         if not text or self._closed:
             await self._discard_draft(draft)
@@ -352,12 +351,12 @@ class CallSession:
             return
         if self._finalize_asked_for != last_voiced and self._stt is not None:
             self._finalize_asked_for = last_voiced  # once per pause
-            self._finalizing = await self._stt.finalize()
+            await self._stt.finalize()
         if self._all_final and quiet_s >= options.stt_endpointing_ms / 1000:
             # The recogniser was asked for its final, so its own endpointing may never speak again; the
             # same pause that ends a turn there ends it here.
             await self._close_caller_turn()
-        elif self._draft is None and not self._finalizing and self._preemption_due():
+        elif self._draft is None and self._preemption_due():  # the final, when it comes, keeps or discards it
             self._draft = PreemptiveDraft(self.engines.agent, self.call, self.conversation, self._words_so_far())
 
     def _preemption_due(self) -> bool:
