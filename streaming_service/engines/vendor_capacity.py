@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from shared.capacity import CapacityLedger, VendorAccount
+from streaming_service.agents.side_effect_gate import wait_for_commit
 from streaming_service.engines.base import (
     AgentEvent,
     AgentRuntime,
@@ -197,6 +198,9 @@ class RateBudgetedAgent(AgentRuntime):
 
     async def run_turn(self, call: CallContext, conversation: Conversation, user_text: str
                        ) -> AsyncIterator[AgentEvent]:
+        # A preemptive draft spends nothing of a budgeted minute until its words are the turn's (a discarded
+        # one is cancelled here): a request per minute is too scarce to spend on words the caller may change.
+        await wait_for_commit()
         grant = await self.ledger.count_request(self.account)
         runtime = self.agent
         if not grant.granted:
