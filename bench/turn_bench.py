@@ -4,7 +4,8 @@ The service (`python -m streaming_service`), the vendor fakes and the simulated 
 own process; the fakes have realistic delays (300 ms endpointing, 350 ms to the model's first token plus
 15 ms a token, 250 ms to the voice's first byte). Each call greets, then plays rounds of three turns:
 
-- a plain answer, a long first sentence (both ~5-8 s of audio), and a handoff with a tool call;
+- a plain answer, a long first sentence (both ~5-8 s of audio), a tool call on a plain question (routed
+  to the general agent by its words) and a handoff with a tool call (words triage must route);
 - over the first two answers the caller does one thing, in turn: a backchannel ("mm-hm", "uh-huh",
   "yeah", "right", "okay", "sure"), a cough or a burst of line noise (200-800 ms at three loudness
   levels), or a true barge-in (real words).
@@ -56,12 +57,15 @@ PLAIN_A = ("We are open from nine in the morning to five in the evening on weekd
 LONG_Q = "What services do you offer"
 LONG_A = ("We offer general checkups and cleanings, fillings, crowns and bridges, whitening, and same day "
           "emergency visits for adults and children. Just ask if you would like to book any of them.")
-TOOL_Q = "Are you open on Sunday"
+TOOL_Q = "Are you open on Sunday"  # a plain question: routed to general by its words, which calls a tool
 TOOL_A = "No, on Sundays we are closed, but we are open six days a week."
+HANDOFF_Q = "I was wondering about Sunday"  # unclear words: triage hands off, then the tool
+HANDOFF_A = "On Sundays we are closed, but we are open the other six days."
 FILLER = SilenceOptions().thinking_filler_text
 BARGE_Q = "Sorry can you say that again"
 BARGE_A = "Of course."
-TURNS = {"plain": (PLAIN_Q, PLAIN_A), "long_first_sentence": (LONG_Q, LONG_A), "handoff_tool": (TOOL_Q, TOOL_A)}
+TURNS = {"plain": (PLAIN_Q, PLAIN_A), "long_first_sentence": (LONG_Q, LONG_A), "routed_tool": (TOOL_Q, TOOL_A),
+         "handoff_tool": (HANDOFF_Q, HANDOFF_A)}
 
 BACKCHANNELS = ["mm-hm", "uh-huh", "yeah", "right", "okay", "sure"]
 SOUNDS = [(kind, ms, gain) for kind in ("cough", "noise") for ms in (200, 350, 500, 800) for gain in (0.5, 1.0, 2.0)]
@@ -88,12 +92,12 @@ class BenchModel(FakeOpenAI):
         if is_backchannel(last_user):
             BenchModel.backchannel_turns += 1
             return Reply(text="Sure.")
-        if last_user == TOOL_Q:
+        if last_user in (TOOL_Q, HANDOFF_Q):
             if not called and "transfer_to_general" in tools:
                 return Reply(tool_calls=(ToolCall("transfer_to_general"),))
             if "business_info" not in called and "business_info" in tools:
                 return Reply(tool_calls=(ToolCall("business_info", {"question": "open on Sunday"}),))
-            return Reply(text=TOOL_A)
+            return Reply(text=TOOL_A if last_user == TOOL_Q else HANDOFF_A)
         for question, answer in (*TURNS.values(), (BARGE_Q, BARGE_A)):
             if last_user == question:
                 return Reply(text=answer)
@@ -209,6 +213,7 @@ async def _one_call(ws_url: str, http: aiohttp.ClientSession, index: int, rounds
             n = index * rounds * 2 + r * 2
             await _turn(sim, "plain", _disturbance(n), results, rng)
             await _turn(sim, "long_first_sentence", _disturbance(n + 1), results, rng)
+            await _turn(sim, "routed_tool", None, results, rng)
             await _turn(sim, "handoff_tool", None, results, rng)
     except Exception as exc:  # a failed call is a figure, not a crash of the bench
         results.errors.append(f"{type(exc).__name__}: {exc}")
