@@ -163,8 +163,9 @@ class CallSession:
 
     async def _greet(self, greeting: str) -> None:
         await self._speak_fixed(greeting)
-        self._reply_audio_started = False  # what follows makes no sound: only the greeting's marks are pending
-        await self._prewarm_phrases()
+        # In the background, not in the greeting's reply: a caller who answers the greeting at once gets a
+        # preemptive draft (which waits for no running reply) and is not held up behind the prewarm.
+        self._spawn(self._prewarm_phrases())
 
     async def _start_recording(self) -> None:
         try:
