@@ -653,6 +653,7 @@ class CallSession:
             self._hold_task = None
         if not self.playback.pending:
             self._playback_idle.set()
+        self.telemetry.false_interruption()
         log.info("false interruption: reply resumed", extra={"from": resumed_from})
 
     async def _send_held_audio(self) -> None:

@@ -156,3 +156,7 @@ class CallTelemetry:
     def barge_in(self, reason: str) -> None:
         self._call_span.add_event("barge-in", {"reason": reason})
         self.metrics.barge_in(self.identity)
+
+    def false_interruption(self) -> None:
+        self._call_span.add_event("false interruption: reply resumed")
+        self.metrics.false_interruption(self.identity)

@@ -40,6 +40,8 @@ class ServiceMetrics:
     def turn(self, call: Mapping[str, Any], summary: Mapping[str, Any]) -> None:
         figures: list[MetricValue] = [(name, float(summary[key]), MetricUnit.Milliseconds)
                                       for key, name in LATENCY_METRICS.items() if summary.get(key) is not None]
+        if summary.get("preemptive") in ("hit", "miss"):  # its Average is the preemptive hit rate
+            figures.append(("PreemptiveHit", 1.0 if summary["preemptive"] == "hit" else 0.0, MetricUnit.Count))
         self.writer.emit(figures, properties={**call, "turn": summary.get("turn"),
                                               "barge_in": bool(summary.get("barge_in")),
                                               "preemptive": summary.get("preemptive"),
@@ -47,6 +49,10 @@ class ServiceMetrics:
 
     def barge_in(self, call: Mapping[str, Any]) -> None:
         self.writer.emit([("BargeIns", 1, MetricUnit.Count)], properties=call)
+
+    def false_interruption(self, call: Mapping[str, Any]) -> None:
+        """Caller sound over the agent that was not words: the reply was resumed where the caller left it."""
+        self.writer.emit([("FalseInterruptions", 1, MetricUnit.Count)], properties=call)
 
     def vendor_error(self, call: Mapping[str, Any], vendor: str) -> None:
         self.writer.emit([("VendorErrors", 1, MetricUnit.Count)], dimensions={"vendor": vendor}, properties=call)

@@ -19,7 +19,10 @@ def test_each_metric_is_valid_emf_with_infra_names_and_dimensions() -> None:
     metrics.call_started(CALL)
     metrics.turn(CALL, {"turn": 1, "stt_ms": 210.5, "llm_ttft_ms": 300.0, "tts_ttfb_ms": None,
                         "voice_to_voice_ms": 820.0, "barge_in": True, "errors": ["elevenlabs"]})
+    metrics.turn(CALL, {"turn": 2, "preemptive": "hit"})
+    metrics.turn(CALL, {"turn": 3, "preemptive": "miss"})
     metrics.barge_in(CALL)
+    metrics.false_interruption(CALL)
     metrics.vendor_error(CALL, "deepgram")
     metrics.offline_fallback(CALL, "stt")
     metrics.call_ended(CALL, 12.5, turns=1, barge_ins=1, outcome="hangup")
@@ -33,7 +36,8 @@ def test_each_metric_is_valid_emf_with_infra_names_and_dimensions() -> None:
     assert metric_values(documents, "VendorErrors", vendor="deepgram") == [1]
     assert metric_values(documents, "CallsStarted") == [1] and metric_values(documents, "CallsEnded") == [1]
     assert metric_values(documents, "CallDurationS") == [12.5]
-    vendor_doc = json.loads(lines[4])
+    assert metric_values(documents, "PreemptiveHit") == [1, 0] and metric_values(documents, "FalseInterruptions") == [1]
+    vendor_doc = json.loads(lines[7])
     assert vendor_doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service", "environment", "vendor"]]
 
 
