@@ -69,7 +69,7 @@ TARGETS: dict[str, Target] = {
          "tests/e2e/test_live_call.py::test_barge_in_clears_playback_and_keeps_only_what_was_heard",
          "tests/e2e/test_live_call.py::test_backchannel_while_agent_speaks_is_not_a_barge_in",
          "tests/e2e/test_turn_taking.py::test_mm_hm_in_the_pause_between_sentences_is_not_a_turn"),
-        functions=("_barge_in", "_cancel_reply", "_agent_audible"), timeout_s=180.0),
+        functions=("_barge_in", "_barge_in_now", "_cancel_reply", "_agent_audible"), timeout_s=180.0),
 }
 
 # One mutant per plausible slip rather than every operator swap: boundaries, negations, arithmetic
