@@ -6,6 +6,10 @@ engine. `offline_stt.domain_sentences()` adds these sentences to its sampled tem
 name (first x last) and every yes/no answer appears explicitly and often, so the trigram model knows
 "is john smith" and "yes please" instead of backing off to whatever sounds close ("john to a",
 "yeah earlier"): measured with `bench/offline_stt_wer.py`.
+
+The yes/no answers also make a small grammar: the recogniser decodes a final that looks like a yes/no
+answer (`looks_like_yes_no`) once more against it, so a misheard "yes please" cannot come out as
+"yeah earlier" or "yeah really".
 """
 
 from __future__ import annotations
@@ -28,6 +32,12 @@ NUMBER_ANSWERS = ["the number i'm calling from", "this number", "the number you 
 NAME_FORMS = ["my name is {first} {last}", "{first} {last}", "it's {first} {last}", "this is {first} {last}",
               "my name is {first}", "the name is {first} {last}", "under {first} {last}",
               "put it under {first} {last}"]
+CLOSINGS = ["thank you", "thanks", "thank you goodbye", "thanks bye", "goodbye", "bye"]
+YES_NO_CUES = {"yes", "yeah", "yep", "yup", "no", "nope", "sure", "okay", "correct", "perfect"}
+# A yes/no answer names no day, time or person: a final with one of these is left as heard.
+_NOT_YES_NO = {"at", "on", "for", "am", "pm", "today", "tomorrow", "morning", "afternoon", "evening",
+               "appointment", "name", "is", *DIGITS, *FIRST_NAMES, *SURNAMES}
+YES_NO_ANSWERS = frozenset(YES + NO + CLOSINGS)
 ANSWER_WEIGHT = 30  # yes/no answers weigh like a common template
 
 
@@ -42,3 +52,16 @@ def robust_sentences() -> list[str]:
                                                                  DIGITS[5:] + DIGITS[:5], DIGITS[7:] + DIGITS[:7],
                                                                  strict=True)]
     return sentences
+
+
+def looks_like_yes_no(text: str) -> bool:
+    """A short final opening like a yes or a no, with no day, time or name in it, that is not one of
+    the yes/no answers already."""
+    words = text.split()
+    return (0 < len(words) <= 4 and words[0] in YES_NO_CUES and not _NOT_YES_NO.intersection(words)
+            and text not in YES_NO_ANSWERS)
+
+
+def yes_no_grammar() -> str:
+    """JSGF of the yes/no answers and closings, for the recogniser's second look at a short answer."""
+    return "#JSGF V1.0;\ngrammar yes_no;\npublic <answer> = " + " | ".join(sorted(YES_NO_ANSWERS)) + ";\n"

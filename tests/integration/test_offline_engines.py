@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import pytest
 
-from bench.offline_stt_wer import measure_wer, synthesise_call_audio, transcribe
+from bench.offline_stt_wer import DEMO_LINES, DEMO_VOICE, measure_wer, synthesise_call_audio, transcribe
 from shared.audio import mulaw
 from streaming_service.engines.base import TranscriptKind
 from streaming_service.engines.offline_stt import OfflineSpeechToText
 from streaming_service.engines.offline_tts import OfflineTextToSpeech
 
-# Measured with bench/offline_stt_wer.py: 20.7% in a fresh process; 21-26% when other synthesis ran
-# first (espeak's pitch flutter carries state between calls). The margin covers that drift.
-MAX_DOMAIN_WER = 0.35
+# Measured with bench/offline_stt_wer.py: 13.6% in a fresh process (20.7% before the final pass's
+# denoising and fricative band); other synthesis running first moves it by some points (espeak's pitch
+# flutter carries state between calls). The margin covers that drift.
+MAX_DOMAIN_WER = 0.25
 
 
 async def _collect(tts: OfflineTextToSpeech, text: str) -> list[bytes]:
@@ -99,3 +100,21 @@ async def test_stt_final_closes_the_turn_and_silence_produces_nothing() -> None:
 async def test_stt_word_error_rate_on_the_domain_phrase_set() -> None:
     report = await measure_wer()
     assert report.wer <= MAX_DOMAIN_WER, f"WER {report.wer:.1%}"
+
+
+# "smith" through a phone line is mostly lost: its /s/ and /th/ live above 4 kHz, and the wideband
+# pocketsphinx model hears the rest as "a" ("my name is john to a"); the agent still gets the first name.
+_MISHEARD_DEMO_LINES = {"my name is john smith"}
+
+
+@pytest.mark.parametrize(
+    "line",
+    [pytest.param(line, marks=pytest.mark.xfail(strict=True, reason="the /s/ and /th/ of smith are above 4 kHz"))
+     if line in _MISHEARD_DEMO_LINES else line for line in DEMO_LINES],
+)
+async def test_stt_hears_the_demo_callers_lines_exactly(line: str) -> None:
+    """Each of `make demo`'s caller lines in its caller's voice, as mu-law 8 kHz through the stream."""
+    voice, wpm = DEMO_VOICE
+    audio = await synthesise_call_audio(OfflineTextToSpeech(voice=voice, rate_wpm=wpm), line)
+    text, _ = await transcribe(OfflineSpeechToText(), audio)
+    assert text == line
