@@ -25,6 +25,7 @@ from streaming_service.stream_guard import CLAIMS, PENDING, PendingSockets, Stre
 from streaming_service.stream_handler import handle_twilio_stream
 from streaming_service.task_protection import TaskProtection
 from streaming_service.telemetry.service_telemetry import ServiceTelemetry
+from streaming_service.warm_up import warm_up_agents
 
 SERVICE_NAME = "Programmable Voice Agent"
 
@@ -85,6 +86,10 @@ async def _telemetry_lifetime(app: web.Application) -> AsyncIterator[None]:
     await state.telemetry.close()
 
 
+async def _warm_up(_app: web.Application) -> None:
+    await warm_up_agents()
+
+
 def create_app(settings: Settings, engines: Engines, recorder: CallRecorder | None = None,
                tenant_settings: TenantSettingsLookup | None = None,
                telemetry: ServiceTelemetry | None = None, stream_claims: StreamClaims | None = None,
@@ -105,6 +110,7 @@ def create_app(settings: Settings, engines: Engines, recorder: CallRecorder | No
                                 call_engines=CallEngineFactory(settings, engines, capacity, data).for_call,
                                 reports_task=live_calls_changed is None, live_calls_changed=live_calls_changed)
     app.cleanup_ctx.append(_telemetry_lifetime)
+    app.on_startup.append(_warm_up)
     app.router.add_get("/", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/websocket-metrics", websocket_metrics)
