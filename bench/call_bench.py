@@ -224,7 +224,13 @@ async def run_scenario(calls: int, delays: Delays) -> dict[str, object]:
             wall_s = time.monotonic() - wall_before
     finally:
         server.terminate()
-        await asyncio.wait_for(server.wait(), timeout=30)
+        stuck = False
+        try:
+            await asyncio.wait_for(server.wait(), timeout=30)
+        except TimeoutError:  # a figure too (a session that never closes holds the drain), not a lost run
+            stuck = True
+            server.kill()
+            await server.wait()
         fakes.terminate()
         fakes.wait(timeout=10)
     client_v2v = [v for r in results for v in r.voice_to_voice_ms]
@@ -247,6 +253,7 @@ async def run_scenario(calls: int, delays: Delays) -> dict[str, object]:
         "cpu_share_service_fakes_callers": [round(x / wall_s, 2) for x in (cpu_s, fakes_cpu_s, bench_cpu_s)],
         "rss_per_call_mb": round((max(peak_rss) - rss_idle) / calls, 2),
         "first_error": next((r.error for r in results if r.error), ""),
+        "service_stuck_after_sigterm": stuck,
     }
 
 
