@@ -61,6 +61,7 @@ _END_WAIT_EXTRA_S = 3.0
 # Agent audio goes to Twilio up to this many 20 ms frames per message (160 ms): what is ready is sent at
 # once, never waited for, so batching adds no delay; it cuts messages (JSON, base64, syscalls) up to 8x.
 _FRAMES_PER_MESSAGE = 8
+_REPLY_STOP_TIMEOUT_S = 5.0
 _STOP_TOOLS = frozenset({"end_call", "transfer_to_human"})  # they say their own line, at once
 
 
@@ -726,8 +727,15 @@ class CallSession:
         reply, self._reply = self._reply, None
         if reply is not None and not reply.done() and reply is not asyncio.current_task():
             reply.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reply
+            # Bounded: a reply that will not stop (something under it swallowing the cancellation) must not
+            # hold the caller's next turn, or the call's close, with it; say where it is stuck instead.
+            # asyncio.wait neither raises the reply's CancelledError nor swallows one aimed at us.
+            await asyncio.wait({reply}, timeout=_REPLY_STOP_TIMEOUT_S)
+            if not reply.done():
+                log.error("reply did not stop when cancelled", extra={"awaiting": _awaiting(reply)})
+            elif not reply.cancelled() and reply.exception() is not None:
+                log.warning("reply ended with an error as it was cancelled",
+                            extra={"error": type(reply.exception()).__name__})
 
     # --- silence, keypad, ending --------------------------------------------------------------------
 
@@ -833,4 +841,17 @@ class CallSession:
 
 async def _single(data: bytes) -> AsyncIterator[bytes]:
     yield data
+
+
+def _awaiting(task: asyncio.Task[None]) -> str:
+    """The chain of coroutines a task is suspended in, outermost first (for a log line)."""
+    chain: list[str] = []
+    awaited: Any = task.get_coro()
+    while awaited is not None and len(chain) < 30:
+        code = getattr(awaited, "cr_code", None) or getattr(awaited, "ag_code", None)
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "ag_frame", None)
+        chain.append(f"{code.co_name}:{frame.f_lineno}" if code is not None and frame is not None
+                     else type(awaited).__name__)
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "ag_await", None)
+    return " -> ".join(chain)
 
