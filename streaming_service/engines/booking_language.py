@@ -34,9 +34,11 @@ NAME_FORMS = ["my name is {first} {last}", "{first} {last}", "it's {first} {last
               "put it under {first} {last}"]
 CLOSINGS = ["thank you", "thanks", "thank you goodbye", "thanks bye", "goodbye", "bye"]
 YES_NO_CUES = {"yes", "yeah", "yep", "yup", "no", "nope", "sure", "okay", "correct", "perfect"}
-# A yes/no answer names no day, time or person: a final with one of these is left as heard.
+# A yes/no answer names no day, time or person: a final with one of these is left as heard. A lone
+# first name is not one of them: "yes please" comes out as "yeah lisa" now and then, while a caller
+# giving a name says "it's", "name is" or a surname too.
 _NOT_YES_NO = {"at", "on", "for", "am", "pm", "today", "tomorrow", "morning", "afternoon", "evening",
-               "appointment", "name", "is", *DIGITS, *FIRST_NAMES, *SURNAMES}
+               "appointment", "name", "is", "it's", *DIGITS, *SURNAMES}
 YES_NO_ANSWERS = frozenset(YES + NO + CLOSINGS)
 ANSWER_WEIGHT = 30  # yes/no answers weigh like a common template
 

@@ -16,8 +16,9 @@ answer is decoded again against the closed set of yes/no answers (booking_langua
 words decide a booking ("yeah really" -> "yes please"). Measured with `bench/offline_stt_wer.py --full`
 (104 phrases x 2 espeak-ng voices x 2 speeds, telephone band, 20 dB noise), WER 39.3% before: final
 pass only, a louder high-band floor and denoising 31.8%, the fricative band 27.9%; then the whole
-pipeline with the LM's discount mass at 0.02 and the yes/no pass, 26.8% (real-time factor 0.15 on one
-core). The yes/no pass costs nothing on the bench's WER (26.9% without) and makes "yes please" exact.
+pipeline with the LM's discount mass at 0.02 and the yes/no pass, 26.8-27.0% (espeak's pitch flutter
+varies between runs; real-time factor 0.14-0.15 on one core). The yes/no pass costs nothing on the
+bench's WER (26.9% without) and makes "yes please" exact (12 of 12 fresh syntheses, 10 of 12 without).
 
 Per-frame work on the event loop is a table lookup and one webrtcvad call (microseconds); audio is
 handed to the recogniser in ~200 ms batches on a shared thread pool, one job at a time per stream.
