@@ -144,6 +144,7 @@ class CallSession:
         self._drafts_discarded = 0  # this turn's drafts the caller's words outran
         self._finalize_asked_for: float | None = None  # the pause (its last voiced frame) finalize was asked at
         self._all_final = False  # every word the caller said is in a final (asked with finalize)
+        self._finalizing = False  # the recogniser was asked for its final: the draft waits for those words
         self.preemptive_hits = 0  # turns answered by their draft
         self.preemptive_misses = 0  # turns that had a draft, all discarded
 
@@ -303,7 +304,7 @@ class CallSession:
             elif event.kind is TranscriptKind.FINAL:
                 self._interim = ""
                 if event.from_finalize:
-                    self._all_final = True
+                    self._all_final, self._finalizing = True, False
                 if event.text.strip():
                     self._pending_text.append(event.text.strip())
                 await self._discard_outrun_draft()
@@ -320,7 +321,7 @@ class CallSession:
         text = " ".join(self._pending_text).strip()
         self._pending_text.clear()
         self._interim = ""
-        self._all_final = False
+        self._all_final = self._finalizing = False
         draft, self._draft = self._draft, None
         if not text or self._closed:
             await self._discard_draft(draft)
@@ -353,12 +354,14 @@ class CallSession:
             return
         if self._finalize_asked_for != last_voiced and self._stt is not None:
             self._finalize_asked_for = last_voiced  # once per pause
-            await self._stt.finalize()
+            self._finalizing = await self._stt.finalize()
         if self._all_final and quiet_s >= options.stt_endpointing_ms / 1000:
             # The recogniser was asked for its final, so its own endpointing may never speak again; the
             # same pause that ends a turn there ends it here.
             await self._close_caller_turn()
-        elif self._draft is None and self._preemption_due():  # the final, when it comes, keeps or discards it
+        elif self._draft is None and not self._finalizing and self._preemption_due():
+            # On the finalized words when the recogniser can give them (a draft on interim words that lag
+            # is discarded more often under load, each a wasted model run), else on the words so far.
             self._draft = PreemptiveDraft(self.engines.agent, self.call, self.conversation, self._words_so_far())
 
     def _preemption_due(self) -> bool:
