@@ -37,7 +37,7 @@ async def agent():
 async def test_protection_follows_live_calls_and_is_given_back_when_draining(stack_factory, agent) -> None:
     fake, uri = await agent()
     stack = await stack_factory(ecs_agent_uri=uri)
-    assert fake.history == [] and stack.state.protection is not None
+    assert stack.state.protection is not None  # (its first act, giving back what a previous process left, may be done)
     async with stack.call() as caller:
         await wait_until(lambda: stack.session(caller) is not None)
         await wait_until(lambda: fake.enabled)
