@@ -203,7 +203,7 @@ class CallSession:
             return
         self._closed = True
         self.state = "ended"
-        await self._discard_draft()
+        await self._discard_current_draft()
         await self._cancel_reply()
         if self._recording is not None:
             with contextlib.suppress(Exception):
@@ -373,19 +373,20 @@ class CallSession:
     async def _discard_outrun_draft(self) -> None:
         """New words from the recogniser: a draft on other words is answering the wrong thing."""
         if self._draft is not None and not same_words(self._draft.text, self._words_so_far()):
-            draft, self._draft = self._draft, None
-            await self._discard_draft(draft)
+            await self._discard_current_draft()
 
-    async def _discard_draft(self, draft: PreemptiveDraft | None = None) -> None:
-        if draft is None:
-            draft, self._draft = self._draft, None
+    async def _discard_current_draft(self) -> None:
+        draft, self._draft = self._draft, None
+        await self._discard_draft(draft)
+
+    async def _discard_draft(self, draft: PreemptiveDraft | None) -> None:
         if draft is not None:
             self._drafts_discarded += 1
             await draft.discard()
 
     async def _start_turn(self, text: str, speech_end_at: float, transcript_at: float,
                           draft: PreemptiveDraft | None = None) -> None:
-        await self._discard_draft()  # a draft not handed in here is for words the turn is not about
+        await self._discard_current_draft()  # a draft not handed in here is for words the turn is not about
         if self.call.ending:
             await self._discard_draft(draft)
             return
