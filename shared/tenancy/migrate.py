@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import random
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -33,7 +34,7 @@ AMENDED: dict[int, tuple[str, ...]] = {
 }
 
 
-ROLE_RACE_ATTEMPTS = 5
+ROLE_RACE_ATTEMPTS = 20
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,10 @@ def load_migrations() -> list[Migration]:
     if len(set(versions)) != len(versions):
         raise MigrationError(f"duplicate migration versions: {versions}")
     return found
+
+
+def _role_race(exc: asyncpg.PostgresError) -> bool:
+    return "tuple concurrently updated" in str(exc) or "pg_authid_rolname_index" in str(exc)
 
 
 async def apply_migrations(admin_dsn: str) -> list[str]:
@@ -90,12 +95,14 @@ async def apply_migrations(admin_dsn: str) -> list[str]:
                             migration.version, migration.name, migration.checksum,
                         )
                     break
-                except asyncpg.InternalServerError as exc:
+                except (asyncpg.InternalServerError, asyncpg.UniqueViolationError) as exc:
                     # Roles are cluster-wide and the advisory lock is per database: two databases of one
-                    # cluster migrating at once can collide on a role row. The transaction rolled back.
-                    if "tuple concurrently updated" not in str(exc) or attempt == ROLE_RACE_ATTEMPTS:
+                    # cluster migrating at once can collide on a role row ("tuple concurrently updated", or
+                    # both creating it: a duplicate in pg_authid). The transaction rolled back; the retry
+                    # finds the role made by the other.
+                    if not _role_race(exc) or attempt == ROLE_RACE_ATTEMPTS:
                         raise
-                    await asyncio.sleep(0.05 * attempt)
+                    await asyncio.sleep(random.uniform(0.01, 0.05 * attempt))  # jitter: colliders part ways
             applied_now.append(f"{migration.version:04d}_{migration.name}")
             log.info("migration applied", extra={"migration": applied_now[-1]})
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from local.cli import main
 from shared.tenancy.calls import start_call
 from shared.tenancy.database import TenantDatabase
-from shared.tenancy.embedded import dsn_with
+from shared.tenancy.embedded import create_scratch_database, dsn_with, start_embedded_postgres
 from shared.tenancy.migrate import MigrationError, apply_migrations, load_migrations
 
 
@@ -31,6 +32,15 @@ async def test_a_fresh_database_migrates_from_zero(postgres_server_dsn: str) -> 
 
     async with scratch_database(postgres_server_dsn, prefix="va_test_fresh") as dsn:
         assert await apply_migrations(dsn) == []
+
+
+async def test_databases_of_a_fresh_cluster_migrate_at_the_same_time(tmp_path: Path) -> None:
+    """Roles are cluster-wide and none exist yet on a fresh cluster: databases migrating at once (CI's test
+    workers on a fresh machine) collide creating them, and every one must still migrate."""
+    server_dsn = await asyncio.to_thread(start_embedded_postgres, tmp_path / "postgres")
+    dsns = [await create_scratch_database(server_dsn, prefix="va_race", migrate=False) for _ in range(6)]
+    applied = await asyncio.gather(*(apply_migrations(dsn) for dsn in dsns))
+    assert applied == [[f"{m.version:04d}_{m.name}" for m in load_migrations()]] * len(dsns)
 
 
 async def test_edited_migration_is_refused(admin_dsn: str) -> None:
