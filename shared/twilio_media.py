@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from shared.audio.mulaw import FRAME_BYTES
 
@@ -25,6 +26,11 @@ MAX_PARAMETER_CHARS = 2048
 
 class ProtocolError(ValueError):
     """A message that is not valid Media Streams JSON."""
+
+
+def _dumps(message: dict[str, Any]) -> str:
+    # orjson: a call is 100 of these messages a second, and stdlib json costs 10x more per message
+    return orjson.dumps(message).decode()
 
 
 @dataclass(frozen=True)
@@ -131,8 +137,8 @@ def _parameters(value: Any) -> dict[str, str]:
 def parse_inbound(raw: str | bytes) -> InboundMessage:
     """Parse one text frame from Twilio."""
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
         raise ProtocolError("not JSON") from exc
     msg = _obj(data, "message")
     event = msg.get("event")
@@ -177,23 +183,23 @@ def parse_inbound(raw: str | bytes) -> InboundMessage:
 # --- what the service sends ---------------------------------------------------------------------
 
 def media_message(stream_sid: str, ulaw: bytes) -> str:
-    return json.dumps({"event": "media", "streamSid": stream_sid,
+    return _dumps({"event": "media", "streamSid": stream_sid,
                        "media": {"payload": base64.b64encode(ulaw).decode("ascii")}})
 
 
 def mark_message(stream_sid: str, name: str) -> str:
-    return json.dumps({"event": "mark", "streamSid": stream_sid, "mark": {"name": name}})
+    return _dumps({"event": "mark", "streamSid": stream_sid, "mark": {"name": name}})
 
 
 def clear_message(stream_sid: str) -> str:
-    return json.dumps({"event": "clear", "streamSid": stream_sid})
+    return _dumps({"event": "clear", "streamSid": stream_sid})
 
 
 def parse_outbound(raw: str | bytes) -> OutboundMessage:
     """Parse what the service sent (the simulator's side of the socket)."""
     try:
-        msg = _obj(json.loads(raw), "message")
-    except ValueError as exc:
+        msg = _obj(orjson.loads(raw), "message")
+    except orjson.JSONDecodeError as exc:
         raise ProtocolError("not JSON") from exc
     event = msg.get("event")
     stream_sid = _str(msg, "streamSid", str(event))
@@ -225,10 +231,10 @@ class InboundBuilder:
         return str(self._sequence)
 
     def connected(self) -> str:
-        return json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+        return _dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
 
     def start(self, custom_parameters: dict[str, str]) -> str:
-        return json.dumps({
+        return _dumps({
             "event": "start", "sequenceNumber": self._next(), "streamSid": self.stream_sid,
             "start": {"streamSid": self.stream_sid, "accountSid": self.account_sid,
                       "callSid": self.call_sid, "tracks": ["inbound"],
@@ -239,20 +245,20 @@ class InboundBuilder:
     def media(self, ulaw: bytes) -> str:
         self._chunk += 1
         timestamp = (self._chunk - 1) * 20
-        return json.dumps({
+        return _dumps({
             "event": "media", "sequenceNumber": self._next(), "streamSid": self.stream_sid,
             "media": {"track": "inbound", "chunk": str(self._chunk), "timestamp": str(timestamp),
                       "payload": base64.b64encode(ulaw).decode("ascii")},
         })
 
     def mark(self, name: str) -> str:
-        return json.dumps({"event": "mark", "sequenceNumber": self._next(), "streamSid": self.stream_sid,
+        return _dumps({"event": "mark", "sequenceNumber": self._next(), "streamSid": self.stream_sid,
                            "mark": {"name": name}})
 
     def dtmf(self, digit: str) -> str:
-        return json.dumps({"event": "dtmf", "sequenceNumber": self._next(), "streamSid": self.stream_sid,
+        return _dumps({"event": "dtmf", "sequenceNumber": self._next(), "streamSid": self.stream_sid,
                            "dtmf": {"track": "inbound_track", "digit": digit}})
 
     def stop(self) -> str:
-        return json.dumps({"event": "stop", "sequenceNumber": self._next(), "streamSid": self.stream_sid,
+        return _dumps({"event": "stop", "sequenceNumber": self._next(), "streamSid": self.stream_sid,
                            "stop": {"accountSid": self.account_sid, "callSid": self.call_sid}})

@@ -7,7 +7,6 @@ re-imports this module as it starts (multiprocessing's spawn), imports the servi
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 from collections.abc import Callable
@@ -60,7 +59,9 @@ def main() -> None:
         log.warning("INSECURE: Twilio signature and stream token checks are OFF (local development only)")
     if settings.workers > 1:
         sys.exit(supervise(settings))
-    asyncio.run(run(settings))
+    from streaming_service.server import run_event_loop  # here: the supervisor never imports aiohttp's server
+
+    run_event_loop(run(settings))
 
 
 if __name__ == "__main__":

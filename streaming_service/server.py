@@ -9,12 +9,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
+import uvloop
 from aiohttp import web
 
 from streaming_service.service_state import STATE, ServiceState
 
 log = logging.getLogger("voice_agent.server")
+
+T = TypeVar("T")
+
+
+def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run the deployed service (one process, or each worker) on uvloop: libuv's loop spends less CPU per
+    socket event, timer and future than asyncio's, and a call is 100 socket messages a second."""
+    return uvloop.run(main)
 
 
 async def serve_until_signalled(app: web.Application, host: str, port: int, drain_timeout_s: float,

@@ -70,6 +70,7 @@ class _WorkerTag(logging.Filter):
 def _worker(index: int, workers: int, live: Any) -> None:
     """A worker process: the service on the shared port, reporting its live calls into `live[index]`."""
     from streaming_service.__main__ import run  # here, not at the top: __main__ imports this module
+    from streaming_service.server import run_event_loop
 
     settings = get_settings()
     configure_logging(settings.log_level)
@@ -81,7 +82,7 @@ def _worker(index: int, workers: int, live: Any) -> None:
     def changed(live_calls: int) -> None:
         live[index] = live_calls
 
-    asyncio.run(run(settings, live_calls_changed=changed, reuse_port=True))
+    run_event_loop(run(settings, live_calls_changed=changed, reuse_port=True))
 
 
 class Supervisor:

@@ -68,6 +68,46 @@ if _SOCKETS:
     socket.socket.connect = _rehearsal_connect  # type: ignore[method-assign]
     socket.socket.connect_ex = _rehearsal_connect_ex  # type: ignore[method-assign]
 
+
+
+def _uvloop_platform() -> None:
+    """The task runs on uvloop, which resolves, binds and connects in libuv, past the socket functions above:
+    its loop gets the same names and ports (its own methods, wrapped, as the socket module's are)."""
+    try:
+        import uvloop
+    except ImportError:
+        return
+    loop = uvloop.Loop
+    create_connection, create_server, getaddrinfo = loop.create_connection, loop.create_server, loop.getaddrinfo
+
+    def target(host: Any, port: Any) -> tuple[Any, Any]:
+        name = host.decode("ascii", "replace") if isinstance(host, bytes) else host
+        address = _HOSTS.get(name.lower(), name) if isinstance(name, str) else name
+        return _mapped(_SOCKETS, (address, port)) if isinstance(port, int) else (address, port)
+
+    async def _create_connection(self, factory, host=None, port=None, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if host is not None:
+            if kwargs.get("ssl") and not kwargs.get("server_hostname"):
+                kwargs["server_hostname"] = host  # the certificate names the AWS host, not the local port
+            host, port = target(host, port)
+        return await create_connection(self, factory, host, port, *args, **kwargs)
+
+    async def _create_server(self, factory, host=None, port=None, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if isinstance(host, str):
+            host, port = target(host, port)
+        return await create_server(self, factory, host, port, *args, **kwargs)
+
+    async def _getaddrinfo(self, host, port, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return await getaddrinfo(self, target(host, None)[0], port, *args, **kwargs)
+
+    loop.create_connection = _create_connection  # type: ignore[method-assign,assignment]
+    loop.create_server = _create_server  # type: ignore[method-assign,assignment]
+    loop.getaddrinfo = _getaddrinfo  # type: ignore[method-assign]
+
+
+if _HOSTS or _SOCKETS:
+    _uvloop_platform()
+
 if os.environ.get("REHEARSAL_ISOLATE") == "1":
     # setuptools' editable install maps the repository's packages through a meta-path finder.
     sys.meta_path[:] = [f for f in sys.meta_path if not str(getattr(f, "__module__", "")).startswith("__editable__")]
