@@ -140,3 +140,17 @@ async def test_agent_end_call_tool_ends_after_goodbye(stack):
     assert session.transcript[-1]["text"] == "Thanks for calling. Goodbye!"
     assert user_messages(stack.openai) == ["That is all goodbye"]
     assert stack.state.recorder.outcomes[caller.call_sid]["action"] == "hangup"
+
+
+async def test_agent_audio_goes_out_in_messages_of_up_to_160_ms(stack):
+    """Outbound media is batched (one JSON message, one base64 and one write per 160 ms, not per 20 ms) and
+    the caller still hears every frame of the reply in order, then its mark."""
+    stack.openai.script("We offer haircuts, colouring and beard trims, six days a week.")
+    async with stack.call() as caller:
+        await caller.wait_for_agent(since=0)
+        said_at = await caller.say(marked_speech("What do you offer"))
+        await caller.wait_for_agent(since=said_at)
+    sizes = [e.size for e in caller.events if e.kind == "media"]
+    assert max(sizes) <= 8 * 160 and all(size % 160 == 0 for size in sizes)
+    assert len(sizes) < sum(sizes) / 160 / 4  # at least 4 frames a message on average
+    assert any(e.kind == "mark-echo" and e.at > said_at for e in caller.events)
