@@ -9,7 +9,10 @@ Reported per scenario (calls x vendor delays):
   (STT endpointing + LLM first token + TTS first byte), as the service measures it (its turn logs),
   and as the caller measures it (which adds the bench's own scheduling on a shared 2-core machine);
 - barge-in p95: first frame of the interrupting speech sent -> `clear` received;
-- CPU seconds per call-minute and RSS per call of the service process.
+- CPU seconds per call-minute of the service's processes (all workers): total, and marginal (the CPU an
+  extra call-minute adds over the 1-call run of the same worker count, which carries the fixed cost);
+- RSS per call; the pipeline's own time (voice-to-voice minus the vendors' time on the path) p50/p95;
+- with `--workers 1 2`: each scenario with one worker process and with two on one port (the task's vCPUs).
 """
 
 from __future__ import annotations
@@ -188,11 +191,11 @@ def service_env(port: int, urls: dict[str, str], delays: Delays) -> dict[str, st
             "INTERRUPTION__MIN_SPEECH_MS": str(MIN_SPEECH_MS)}
 
 
-async def run_scenario(calls: int, delays: Delays) -> dict[str, object]:
+async def run_scenario(calls: int, delays: Delays, workers: int = 1) -> dict[str, object]:
     fakes, urls = _start_fakes(delays)
     port = free_port()
-    env = service_env(port, urls, delays)
-    log_path = ROOT / ".bench" / f"service-{calls}-{delays.name}.log"
+    env = {**service_env(port, urls, delays), "WORKERS": str(workers)}
+    log_path = ROOT / ".bench" / f"service-{calls}-{delays.name}-{workers}w.log"
     log_path.parent.mkdir(exist_ok=True)
     with log_path.open("w") as log_file:
         server = await asyncio.create_subprocess_exec(sys.executable, "-m", "streaming_service", cwd=ROOT, env=env,
@@ -244,13 +247,15 @@ async def run_scenario(calls: int, delays: Delays) -> dict[str, object]:
     barge = [v for r in results for v in r.barge_in_ms]
     call_minutes = sum(r.duration_s for r in results) / 60
     return {
-        "calls": calls, "delays": delays.name, "errors": sum(1 for r in results if r.error),
+        "calls": calls, "workers": workers, "delays": delays.name, "errors": sum(1 for r in results if r.error),
         "overhead_p50_ms": round(_pct(server_v2v, 0.5), 1), "overhead_p95_ms": round(_pct(server_v2v, 0.95), 1),
         "pipeline_own_p50_ms": round(_pct(own, 0.5), 1), "pipeline_own_p95_ms": round(_pct(own, 0.95), 1),
         "caller_side_overhead_p50_ms": round(_pct(client_v2v, 0.5), 1),
         "caller_side_overhead_p95_ms": round(_pct(client_v2v, 0.95), 1),
         "barge_in_p50_ms": round(_pct(barge, 0.5), 1), "barge_in_p95_ms": round(_pct(barge, 0.95), 1),
         "cpu_s_per_call_minute": round(cpu_s / call_minutes, 2) if call_minutes else None,
+        "cpu_s": round(cpu_s, 2), "call_minutes": round(call_minutes, 3),
+        "voice_to_voice_p95_ms": round(_pct(server_v2v, 0.95) + delays.total_ms, 1),
         "rss_idle_mb": round(rss_idle, 1),
         "cpu_share_service_fakes_callers": [round(x / wall_s, 2) for x in (cpu_s, fakes_cpu_s, bench_cpu_s)],
         "rss_per_call_mb": round((max(peak_rss) - rss_idle) / calls, 2),
@@ -272,19 +277,35 @@ async def _wait_ready(http: aiohttp.ClientSession, port: int) -> None:
     raise RuntimeError("the service did not become ready")
 
 
+def marginal_cpu(row: dict[str, object], alone: dict[str, object]) -> float | None:
+    """CPU-s per extra call-minute: the N-call run against the 1-call run of the same workers and delays."""
+    extra_minutes = float(row["call_minutes"]) - float(alone["call_minutes"])  # type: ignore[arg-type]
+    if extra_minutes <= 0:
+        return None
+    return round((float(row["cpu_s"]) - float(alone["cpu_s"])) / extra_minutes, 2)  # type: ignore[arg-type]
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--calls", type=int, nargs="*", default=[1, 10, 50])
+    parser.add_argument("--calls", type=int, nargs="*", default=[1, 10, 50, 100])
     parser.add_argument("--delays", choices=["zero", "realistic", "both"], default="both")
+    parser.add_argument("--workers", type=int, nargs="*", default=[1, 2])
     args = parser.parse_args(argv)
     chosen = {"zero": [ZERO], "realistic": [REALISTIC], "both": [ZERO, REALISTIC]}[args.delays]
     rows = []
     for delays in chosen:
-        for calls in args.calls:
-            row = asyncio.run(run_scenario(calls, delays))
-            print(json.dumps(row), flush=True)
-            rows.append(row)
-    print(f"targets: overhead p95 <= 20 ms at 50 calls; barge-in p95 <= {MIN_SPEECH_MS + 50} ms; <= 10 MB per call")
+        for workers in args.workers:
+            alone: dict[str, object] | None = None
+            for calls in args.calls:
+                row = asyncio.run(run_scenario(calls, delays, workers))
+                if calls == 1:
+                    alone = row
+                elif alone is not None:
+                    row["marginal_cpu_s_per_call_minute"] = marginal_cpu(row, alone)
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+    print(f"targets: overhead p95 <= 20 ms at 50 calls; barge-in p95 <= {MIN_SPEECH_MS + 50} ms; <= 10 MB per call; "
+          "<= 0.25 CPU-s per call-minute at 50 calls; pipeline's own p95 <= 30 ms at 100 calls (1 worker)")
     return rows
 
 

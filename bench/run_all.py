@@ -13,7 +13,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 BENCHMARKS = [
-    ("pipeline: concurrent calls (1, 10, 50) at zero and realistic vendor delays", ["bench.call_bench"]),
+    ("pipeline: concurrent calls (1, 10, 50, 100; 1 and 2 workers) at zero and realistic vendor delays",
+     ["bench.call_bench"]),
     ("turn-taking: false interruptions, barge-in and voice-to-voice by turn type (1 and 50 calls)",
      ["bench.turn_bench"]),
     ("vendor capacity: 10 more callers than the Deepgram budget, one tenant per overflow policy",
