@@ -51,6 +51,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+QUIET_AT_INFO = ("httpx", "httpx2")
+
+
 def configure_logging(level: str = "INFO", stream: Any = None) -> None:
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
@@ -58,3 +61,8 @@ def configure_logging(level: str = "INFO", stream: Any = None) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.Formatter.converter = time.gmtime
+    # The HTTP clients log every request at INFO (six a call turn: model, voice, tools): their spans
+    # already carry it, so only their warnings reach the log, unless the whole log is at DEBUG.
+    for chatty in QUIET_AT_INFO:
+        logging.getLogger(chatty).setLevel(max(root.level, logging.WARNING) if root.level > logging.DEBUG
+                                           else logging.NOTSET)
