@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from elevenlabs import AsyncElevenLabs
 from elevenlabs.core.api_error import ApiError
+from elevenlabs.core.request_options import RequestOptions
 
 from shared.settings import Settings
 from streaming_service.engines.base import EngineError, TextToSpeech
@@ -65,6 +66,7 @@ class ElevenLabsTextToSpeech(TextToSpeech):
             optimize_streaming_latency=STREAMING_LATENCY,
             **self._language,
             **stitching,
+            request_options=_AS_IT_ARRIVES,
         )
         try:
             async for chunk in stream:
@@ -82,6 +84,11 @@ class ElevenLabsTextToSpeech(TextToSpeech):
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+# Each network read is handed on as it arrives (httpx's chunk_size None). The SDK's default, 1024 bytes, holds
+# the sentence's first audio until 128 ms of it has arrived, and every later piece until the next kilobyte.
+_AS_IT_ARRIVES = RequestOptions(chunk_size=cast(int, None))
 
 
 def _detail(body: Any) -> str:

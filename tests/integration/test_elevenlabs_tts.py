@@ -157,3 +157,15 @@ async def test_first_byte_delay_is_honoured(fake: FakeElevenLabs, tts: ElevenLab
     rest = [chunk async for chunk in stream]
     assert first_at - fake.requests[-1].received_at >= 0.2  # a lower bound: load cannot make it flaky
     assert mulaw.duration_ms(first + b"".join(rest)) == len("Still here.") * MS_PER_CHAR
+
+
+async def test_first_audio_is_handed_on_as_it_arrives(fake: FakeElevenLabs, tts: ElevenLabsTextToSpeech) -> None:
+    """The voice streams a sentence in small writes, paced: the first one goes on to the caller as it comes,
+    not held until a kilobyte (128 ms of audio, the SDK's default chunk) has arrived behind it."""
+    fake.chunk_bytes = mulaw.FRAME_BYTES
+    fake.chunk_delay_s = 0.02
+    stream = tts.synthesize("Your table for four is booked for seven tonight.")
+    first = await anext(stream)
+    rest = b"".join([chunk async for chunk in stream])
+    assert len(first) == mulaw.FRAME_BYTES  # exactly the first write
+    assert mulaw.duration_ms(first + rest) == len("Your table for four is booked for seven tonight.") * MS_PER_CHAR
