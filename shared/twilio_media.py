@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,19 @@ class ProtocolError(ValueError):
 def _dumps(message: dict[str, Any]) -> str:
     # orjson: a call is 100 of these messages a second, and stdlib json costs 10x more per message
     return orjson.dumps(message).decode()
+
+
+def _loads(raw: str | bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    # orjson refuses some valid JSON (integers past 64 bits, escaped lone surrogates): the standard library
+    # judges those, as it judged every message before, so what is valid does not depend on the fast path.
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise ProtocolError("not JSON") from exc
 
 
 @dataclass(frozen=True)
@@ -136,11 +150,7 @@ def _parameters(value: Any) -> dict[str, str]:
 
 def parse_inbound(raw: str | bytes) -> InboundMessage:
     """Parse one text frame from Twilio."""
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ProtocolError("not JSON") from exc
-    msg = _obj(data, "message")
+    msg = _obj(_loads(raw), "message")
     event = msg.get("event")
     if event == "connected":
         return Connected(protocol=str(msg.get("protocol", "")))
@@ -197,10 +207,7 @@ def clear_message(stream_sid: str) -> str:
 
 def parse_outbound(raw: str | bytes) -> OutboundMessage:
     """Parse what the service sent (the simulator's side of the socket)."""
-    try:
-        msg = _obj(orjson.loads(raw), "message")
-    except orjson.JSONDecodeError as exc:
-        raise ProtocolError("not JSON") from exc
+    msg = _obj(_loads(raw), "message")
     event = msg.get("event")
     stream_sid = _str(msg, "streamSid", str(event))
     if event == "media":

@@ -62,3 +62,17 @@ def test_outbound_messages_have_the_documented_shape():
     assert json.loads(wire.mark_message("MZ1", "s3")) == {"event": "mark", "streamSid": "MZ1", "mark": {"name": "s3"}}
     assert json.loads(wire.clear_message("MZ1")) == {"event": "clear", "streamSid": "MZ1"}
     assert wire.parse_outbound(wire.clear_message("MZ1")) == wire.Clear("MZ1")
+
+
+def test_valid_json_the_fast_parser_refuses_is_still_parsed():
+    """orjson refuses integers past 64 bits; the message is valid JSON, so it is judged like any other."""
+    builder = wire.InboundBuilder("MZ1", "CA1")
+    start = json.loads(builder.start({"tenant_id": "acme"}))
+    start["sequenceNumber"] = 2**70
+    parsed = wire.parse_inbound(json.dumps(start))
+    assert isinstance(parsed, wire.Start) and parsed.custom_parameters == {"tenant_id": "acme"}
+
+
+def test_nesting_too_deep_for_either_parser_is_a_protocol_error():
+    with pytest.raises(wire.ProtocolError, match="not JSON"):
+        wire.parse_inbound("[" * 100_000 + "]" * 100_000)
