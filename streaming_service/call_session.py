@@ -5,7 +5,8 @@ Tasks, each with one owner and one job:
 - `_listen` turns transcript events into caller turns;
 - the reply task (at most one) runs the agent and speaks its sentences as they complete;
 - `_watch_silence` reprompts a quiet caller and ends the call after repeated silence.
-`_cancel_reply` is the one place a reply is stopped; `close` is the one place everything is.
+`_cancel_reply` is the one place a reply is stopped; `close` is the one place everything is. What the caller
+hears (sentences to Twilio, marks, `clear`, holding and resending a reply) is `AgentVoice` (agent_voice.py).
 
 Interruptions: caller sound over the agent (VAD) sends `clear` at once and *holds* the reply: it keeps
 being generated and synthesised, but nothing more is sent. Words that are not a backchannel make it a
@@ -23,12 +24,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
-from shared import twilio_media as wire
-from shared.audio.mulaw import FRAME_BYTES, FrameAssembler
 from shared.settings import Settings
 from shared.structured_logging import bind_call, bind_turn
+from streaming_service.agent_voice import AgentVoice, Transport
 from streaming_service.backchannel import is_backchannel
 from streaming_service.call_recorder import CallRecorder
 from streaming_service.engines.base import (
@@ -43,7 +43,7 @@ from streaming_service.engines.base import (
     TranscriptKind,
 )
 from streaming_service.phrase_cache import PhraseCache
-from streaming_service.playback import PlaybackTracker, SpokenSentence
+from streaming_service.playback import PlaybackTracker
 from streaming_service.preemptive_reply import PreemptiveDraft, same_words
 from streaming_service.sentence_chunker import SentenceChunker
 from streaming_service.telemetry.call_telemetry import CallTelemetry
@@ -57,10 +57,6 @@ APOLOGY_HEARING = "Sorry, I'm having trouble hearing you. Please bear with me."
 _DTMF_PAUSE_S = 1.5
 _END_WAIT_EXTRA_S = 3.0
 
-
-# Agent audio goes to Twilio up to this many 20 ms frames per message (160 ms): what is ready is sent at
-# once, never waited for, so batching adds no delay; it cuts messages (JSON, base64, syscalls) up to 8x.
-_FRAMES_PER_MESSAGE = 8
 _REPLY_STOP_TIMEOUT_S = 5.0
 _STOP_TOOLS = frozenset({"end_call", "transfer_to_human"})  # they say their own line, at once
 
@@ -72,17 +68,6 @@ class _Piece:
     text: str
     said_index: int | None  # its place in the reply's text (for stitching); None: not the reply's words
     phrase: bool = False  # a fixed line (acknowledgement, filler): cached audio when there is some
-
-
-class Transport(Protocol):
-    """The socket to Twilio, as the session needs it."""
-
-    @property
-    def closed(self) -> bool: ...
-
-    async def send_str(self, data: str) -> None: ...
-
-    async def close(self, *, code: int = 1000, message: bytes = b"") -> Any: ...
 
 
 @dataclass
@@ -103,7 +88,8 @@ class CallSession:
         self.phrases = phrases
         self.telemetry = telemetry or CallTelemetry.disabled(call)
         self.conversation = Conversation()
-        self.playback = PlaybackTracker()
+        self.voice = AgentVoice(call, transport, engines.tts, phrases, self.telemetry, self._voice_id,
+                                on_audio=self._speaking)
         self.vad = CallerSpeechDetector(settings.interruption.vad_aggressiveness,
                                         settings.interruption.min_speech_ms)
         self.state = "starting"
@@ -111,29 +97,21 @@ class CallSession:
         self.turns: list[dict[str, Any]] = []
         self.transcript: list[dict[str, Any]] = []
         self.barge_ins = 0
-        self.clears_sent = 0
         self._transport = transport
         self._stt: SpeechToTextStream | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._reply: asyncio.Task[None] | None = None
         self._reply_metrics: TurnMetrics | None = None
         self._reply_committed = False  # the reply's full text is already in the conversation
-        self._reply_audio_started = False
         self._pending_text: list[str] = []
         self._turn_counter = 0
         self._reprompts = 0
         self._quiet_since = time.monotonic()
         self._digits = ""
         self._digit_task: asyncio.Task[None] | None = None
-        self._playback_idle = asyncio.Event()
-        self._playback_idle.set()
         self._closed = False
-        self._hold_since: float | None = None  # a suspected interruption: clear sent, reply held
-        self._hold_task: asyncio.Task[None] | None = None
+        self._hold_task: asyncio.Task[None] | None = None  # resumes a held reply once the caller is quiet
         self._interrupting = asyncio.Lock()
-        self._unheld = asyncio.Event()  # cleared while held: no new sentence is sent to the voice then
-        self._unheld.set()
-        self._resuming = False  # the held reply is being sent again: the clear is behind us
         self._utterance_over_agent = False  # the caller's current utterance began over agent audio
         self.false_interruptions = 0  # holds that ended in a resume
         self._recording: asyncio.Future[None] | None = None
@@ -189,7 +167,7 @@ class CallSession:
         filler) into the phrase cache, so they never wait on the voice."""
         silence = self.settings.silence
         ack = str(self.call.tenant_settings.get("acknowledgement") or silence.tool_acknowledgement_text)
-        voice = self._voice()
+        voice = self._voice_id()
         try:
             for text in (ack, silence.thinking_filler_text):
                 if self.phrases.get(self.engines.tts.name, voice, text) is None:
@@ -255,8 +233,7 @@ class CallSession:
         await self._at_caller_pause()
 
     def on_mark(self, name: str) -> None:
-        if self.playback.on_mark(name) is not None and not self.playback.pending and self._hold_since is None:
-            self._playback_idle.set()
+        if self.voice.on_mark(name):
             self._quiet_since = time.monotonic()
 
     async def on_dtmf(self, digit: str) -> None:
@@ -298,7 +275,7 @@ class CallSession:
             if event.kind is TranscriptKind.INTERIM and event.text.strip():
                 self._quiet_since = time.monotonic()
                 self._interim = event.text.strip()
-                if (self._hold_since is not None or self.vad.speaking) and not is_backchannel(event.text):
+                if (self.voice.held or self.vad.speaking) and not is_backchannel(event.text):
                     await self._barge_in("caller words")
                 await self._discard_outrun_draft()
             elif event.kind is TranscriptKind.FINAL:
@@ -396,7 +373,7 @@ class CallSession:
         # A reply still thinking is superseded by the newer words; the words it was answering stay in the
         # history (two finals back to back, e.g. buffered audio replayed after an STT reconnect).
         unanswered = self._reply_metrics.user_text if self._reply is not None and not self._reply.done() \
-            and not self._reply_audio_started and self._reply_metrics is not None else ""
+            and not self.voice.audio_started and self._reply_metrics is not None else ""
         await self._cancel_reply()
         users = [item for item in self.conversation.items if item.get("role") == "user"]
         if unanswered and (not users or users[-1].get("content") != unanswered):
@@ -427,7 +404,7 @@ class CallSession:
         self.playback.forget_heard()
         self._reply_metrics = metrics
         self._reply_committed = False
-        self._reply_audio_started = False
+        self.voice.audio_started = False
         self.state = "thinking"
         self._reply = asyncio.ensure_future(self._run_reply(body, metrics))
 
@@ -529,8 +506,8 @@ class CallSession:
                 index = piece.said_index
                 previous = " ".join(said[:index]) if index is not None else ""
                 following = said[index + 1] if index is not None and index + 1 < len(said) else ""
-                cached = self.phrases.get(self.engines.tts.name, self._voice(), piece.text) if piece.phrase else None
-                await self._speak_sentence(piece.text, metrics, source=_single(cached) if cached else None,
+                cached = self.phrases.get(self.engines.tts.name, self._voice_id(), piece.text) if piece.phrase else None
+                await self.voice.speak(piece.text, metrics, source=_single(cached) if cached else None,
                                            cache_as=piece.text if piece.phrase and not cached else None,
                                            previous_text=previous, next_text=following)
 
@@ -545,145 +522,59 @@ class CallSession:
         self.conversation.add_assistant(text)
         self._reply_committed = True
         metrics = self._reply_metrics or TurnMetrics(turn=self._turn_counter)
-        voice = self._voice()
+        voice = self._voice_id()
         cached = self.phrases.get(self.engines.tts.name, voice, text)
         source = _single(cached) if cached is not None else None
-        await self._speak_sentence(text, metrics, source=source, cache_as=None if cached else text)
+        await self.voice.speak(text, metrics, source=source, cache_as=None if cached else text)
         self._record("agent", text)
         if end_after:
             self.call.end_call("ended after an unrecoverable problem")
 
-    async def _speak_sentence(self, text: str, metrics: TurnMetrics, source: AsyncIterator[bytes] | None = None,
-                              cache_as: str | None = None, previous_text: str = "", next_text: str = "") -> None:
-        await self._unheld.wait()  # a held reply may yet be abandoned: voice no more of it until resumed
-        sentence = self.playback.begin_sentence(text)
-        frames = FrameAssembler()
-        metrics.mark_tts_start(time.monotonic())
-        audio = source if source is not None else self.engines.tts.synthesize(
-            text, self._voice(), previous_text=previous_text, next_text=next_text)
-        collected: list[bytes] = []
-        try:
-            with self.telemetry.span("tts", engine="cache" if source is not None else self.engines.tts.name,
-                                     chars=len(text)) as span:
-                async for chunk in audio:
-                    if not frames.total_bytes:
-                        span.add_event("first audio")  # the sentence's time to first byte, on the trace
-                    metrics.mark_tts_first_byte(time.monotonic())
-                    if cache_as is not None:
-                        collected.append(chunk)
-                    await self._send_frames(frames.push(chunk), sentence, metrics)
-                await self._send_frames(frames.flush(), sentence, metrics)
-                span.set_attribute("audio_ms", frames.total_bytes / 8)
-        except EngineError as exc:
-            log.error("speech synthesis failed", extra={"vendor": exc.vendor, "error": str(exc)})
-            metrics.errors.append(exc.vendor)
-            self.telemetry.vendor_error(exc.vendor, exc)
-        finally:
-            sentence.audio_ms = frames.total_bytes / 8
-            sentence.complete = True
-        if not sentence.audio:
-            self.playback.drop(sentence)  # nothing was produced; nothing to wait for
-        elif self._hold_since is None and not sentence.mark_sent:
-            await self._send_mark(sentence)
-        if cache_as is not None and collected:
-            self.phrases.put(self.engines.tts.name, self._voice(), cache_as, b"".join(collected))
-
-    async def _send_frames(self, frames: list[bytes], sentence: SpokenSentence, metrics: TurnMetrics) -> None:
-        for first in range(0, len(frames), _FRAMES_PER_MESSAGE):
-            await self._send_audio(b"".join(frames[first : first + _FRAMES_PER_MESSAGE]), sentence, metrics)
-
-    async def _send_audio(self, frame: bytes, sentence: SpokenSentence, metrics: TurnMetrics) -> None:
-        sentence.audio += frame
-        if self._hold_since is not None:
-            return  # held: kept for the resume, not sent
-        now = time.monotonic()
-        metrics.mark_first_frame(now)
-        self._reply_audio_started = True
-        self.state = "speaking"
-        position_mark = self.playback.frame_sent(sentence, len(frame), now)
-        await self._send(wire.media_message(self.call.stream_sid, frame))
-        if position_mark is not None:
-            await self._send(wire.mark_message(self.call.stream_sid, position_mark))
-
-    async def _send_mark(self, sentence: SpokenSentence) -> None:
-        sentence.mark_sent = True
-        self._playback_idle.clear()
-        await self._send(wire.mark_message(self.call.stream_sid, sentence.mark))
-
     # --- interruption -------------------------------------------------------------------------
 
     def _agent_audible(self) -> bool:
-        return self._hold_since is not None or self.playback.pending or (
-            self._reply is not None and not self._reply.done() and self._reply_audio_started)
+        return self.voice.held or self.playback.pending or (
+            self._reply is not None and not self._reply.done() and self.voice.audio_started)
 
     async def _suspect_interruption(self) -> None:
         """Caller sound over the agent: clear at once, hold the reply, and wait for words."""
         options = self.settings.interruption
-        if not options.enabled or self._closed or self.call.ending or self._hold_since is not None:
+        if not options.enabled or self._closed or self.call.ending or self.voice.held:
             return
         if not self._agent_audible():
             return
         if not options.resume_false_interruptions:
             await self._barge_in("caller speech")
             return
-        now = time.monotonic()
-        self._hold_since = now  # before the first await: no frame may follow the clear
-        self._unheld.clear()
-        self.playback.pause(now)
-        await self._send(wire.clear_message(self.call.stream_sid))
-        self.clears_sent += 1
+        await self.voice.hold()
         self._hold_task = self._spawn(self._resume_when_quiet())
         log.info("interruption suspected; reply held")
 
     async def _resume_when_quiet(self) -> None:
         """No words after a suspected interruption once the caller is quiet: resume the reply."""
         quiet_s = self.settings.interruption.false_interruption_quiet_ms / 1000
-        while self._hold_since is not None and not self._closed:
+        while self.voice.held_since is not None and not self._closed:
             await asyncio.sleep(0.02)
-            last = max(self.vad.last_voiced_at or 0.0, self._hold_since or 0.0)
+            last = max(self.vad.last_voiced_at or 0.0, self.voice.held_since)
             if not self.vad.speaking and time.monotonic() - last >= quiet_s:
                 break
-        if self._hold_since is not None and not self._closed:
+        if self.voice.held and not self._closed:
             await self._resume()
 
     async def _resume(self) -> None:
         """Send the held reply again from the frame the caller last heard, then let it run live."""
         self.false_interruptions += 1
         resumed_from = [(s.text[:40], s.heard_bytes) for s in self.playback.unheard()[:1]]
-        self._resuming = True
         try:
-            await self._send_held_audio()
+            await self.voice.resume()
         finally:
-            self._resuming = False
             self._hold_task = None
-        if not self.playback.pending:
-            self._playback_idle.set()
         self.telemetry.false_interruption()
         log.info("false interruption: reply resumed", extra={"from": resumed_from})
 
-    async def _send_held_audio(self) -> None:
-        while self._hold_since is not None and not self._closed:
-            sentence = next((s for s in self.playback.unheard() if s.sent_bytes < len(s.audio)
-                             or (s.complete and not s.mark_sent)), None)
-            if sentence is None:
-                self._hold_since = None  # no await since the check: the speaker takes over seamlessly
-                self._unheld.set()
-                break
-            if sentence.sent_bytes < len(sentence.audio):
-                frame = bytes(sentence.audio[sentence.sent_bytes : sentence.sent_bytes
-                                             + FRAME_BYTES * _FRAMES_PER_MESSAGE])
-                position_mark = self.playback.frame_sent(sentence, len(frame))
-                self._reply_audio_started = True
-                await self._send(wire.media_message(self.call.stream_sid, frame))
-                if position_mark is not None:
-                    await self._send(wire.mark_message(self.call.stream_sid, position_mark))
-            else:
-                await self._send_mark(sentence)
-
     def _end_hold(self) -> None:
         self._stop_hold_task()
-        self._hold_since = None
-        self._unheld.set()
+        self.voice.release()
 
     def _stop_hold_task(self) -> None:
         task, self._hold_task = self._hold_task, None
@@ -699,7 +590,7 @@ class CallSession:
     async def _barge_in_now(self, reason: str) -> None:
         if not self.settings.interruption.enabled or self._closed or self.call.ending:
             return  # a goodbye is never cut short: the call must still end
-        held = self._hold_since is not None and not self._resuming  # resumed audio needs a new clear
+        held = self.voice.held and not self.voice.resuming  # resumed audio needs a new clear
         if not held and not self._agent_audible():
             return
         metrics = self._reply_metrics
@@ -708,15 +599,13 @@ class CallSession:
             metrics.barge_in = True  # before the cancelled reply logs its figures
         self._stop_hold_task()
         await self._cancel_reply()  # producers first, so nothing new is queued behind the clear
-        self._hold_since = None
-        self._unheld.set()
+        self.voice.release()
         if held:
             spoken, heard = self.playback.give_up()  # the clear went out when the sound began
         else:
             spoken, heard = self.playback.interrupt()
-            await self._send(wire.clear_message(self.call.stream_sid))
-            self.clears_sent += 1
-        self._playback_idle.set()
+            await self.voice.clear()
+        self.voice.idle.set()
         if committed:
             self.conversation.truncate_last_assistant(heard)
         elif heard:
@@ -748,7 +637,7 @@ class CallSession:
         while not self._closed:
             await asyncio.sleep(0.1)
             busy = (self._reply is not None and not self._reply.done()) or self.playback.pending \
-                or self._hold_since is not None or self.vad.speaking or bool(self._pending_text) \
+                or self.voice.held or self.vad.speaking or bool(self._pending_text) \
                 or self.state == "ending"
             if busy:
                 self._quiet_since = time.monotonic()
@@ -780,20 +669,23 @@ class CallSession:
         self.state = "ending"
         remaining_s = self.playback.unplayed_ms() / 1000
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._playback_idle.wait(), timeout=remaining_s + _END_WAIT_EXTRA_S)
+            await asyncio.wait_for(self.voice.idle.wait(), timeout=remaining_s + _END_WAIT_EXTRA_S)
         await self.close("call ended by agent")
         with contextlib.suppress(Exception):
             await self._transport.close(code=1000, message=b"call ended")
 
     # --- helpers ------------------------------------------------------------------------------
 
-    async def _send(self, message: str) -> None:
-        if self._transport.closed:
-            return  # a send after close is a no-op, never an error
-        try:
-            await self._transport.send_str(message)
-        except (ConnectionResetError, RuntimeError) as exc:
-            log.info("send after the socket went away", extra={"error": str(exc)})
+    @property
+    def playback(self) -> PlaybackTracker:
+        return self.voice.playback
+
+    @property
+    def clears_sent(self) -> int:
+        return self.voice.clears_sent
+
+    def _speaking(self) -> None:
+        self.state = "speaking"
 
     def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)
@@ -811,7 +703,7 @@ class CallSession:
         except Exception as exc:  # history outside the process is a convenience, never a reason to fail
             log.warning("history not saved", extra={"error": type(exc).__name__})
 
-    def _voice(self) -> str | None:
+    def _voice_id(self) -> str | None:
         voice = self.call.tenant_settings.get("voice_id")
         return str(voice) if voice else None
 

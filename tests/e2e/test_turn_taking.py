@@ -122,7 +122,7 @@ async def test_mm_hm_in_the_pause_between_sentences_is_not_a_turn(stack):
         await wait_until(lambda: any(e.kind == "mark-echo" and e.at > asked_at for e in caller.events))
         # The first sentence has played; the reply is still being generated.
         await wait_until(lambda: not session.playback.pending and session._reply is not None
-                         and not session._reply.done() and session._reply_audio_started, timeout_s=5)
+                         and not session._reply.done() and session.voice.audio_started, timeout_s=5)
         said_at = await caller.say(marked_speech("mm-hm"))
         await wait_until(lambda: any(r.text.startswith("We offer") for r in stack.elevenlabs.requests),
                          timeout_s=15)
