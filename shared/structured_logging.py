@@ -20,6 +20,11 @@ _turn: contextvars.ContextVar[int | None] = contextvars.ContextVar("turn", defau
 _STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
 
 
+def current_call_sid() -> str | None:
+    """The call the running task serves (bound by `bind_call`), if any."""
+    return _call_sid.get()
+
+
 def bind_call(call_sid: str | None = None, tenant_id: str | None = None) -> None:
     if call_sid is not None:
         _call_sid.set(call_sid)

@@ -32,6 +32,12 @@ class RecordedTtsRequest:
     headers: dict[str, str]
     body: dict[str, Any]
     received_at: float = field(default_factory=time.monotonic)  # the same clock as the simulator's events
+    client_port: int = 0  # the client's end of the connection: the same port, a reused connection
+
+
+def _peer_port(request: web.Request) -> int:
+    peer = request.transport.get_extra_info("peername") if request.transport is not None else None
+    return int(peer[1]) if peer else 0
 
 
 def speech_like_ulaw(text: str) -> bytes:
@@ -123,7 +129,7 @@ class FakeElevenLabs:
         voice_id = request.match_info["voice_id"]
         self.requests.append(RecordedTtsRequest(
             voice_id=voice_id, text=str(body.get("text", "")), query=dict(request.query),
-            headers=dict(request.headers), body=body,
+            headers=dict(request.headers), body=body, client_port=_peer_port(request),
         ))
         if request.headers.get("xi-api-key") not in {self.api_key, *self.other_keys}:
             return _error(401, "invalid_api_key", "Invalid API key")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import zlib
 from collections.abc import AsyncIterator
 
 import numpy as np
@@ -12,8 +13,9 @@ from pydantic import SecretStr
 
 from shared.audio import mulaw
 from shared.settings import Settings
+from shared.structured_logging import bind_call
 from streaming_service.engines.base import EngineError
-from streaming_service.engines.elevenlabs_tts import ElevenLabsTextToSpeech
+from streaming_service.engines.elevenlabs_tts import POOLS, ElevenLabsTextToSpeech
 from tests.fakes.elevenlabs_server import MS_PER_CHAR, FakeElevenLabs
 
 
@@ -169,3 +171,21 @@ async def test_first_audio_is_handed_on_as_it_arrives(fake: FakeElevenLabs, tts:
     rest = b"".join([chunk async for chunk in stream])
     assert len(first) == mulaw.FRAME_BYTES  # exactly the first write
     assert mulaw.duration_ms(first + rest) == len("Your table for four is booked for seven tonight.") * MS_PER_CHAR
+
+
+async def test_each_call_reuses_its_own_pooled_connection(fake: FakeElevenLabs, tts: ElevenLabsTextToSpeech) -> None:
+    """Calls are spread over several connection pools (one pool's per-request upkeep grows with the square of
+    its connections); a call's sentences stay on one pool, so each reuses the connection the last one left."""
+
+    async def call_says(call_sid: str, sentences: int) -> None:
+        bind_call(call_sid, "acme")  # as the call session does: this task serves that call
+        for _ in range(sentences):
+            await collect(tts, "One more sentence.")
+
+    calls = [f"CA{n:032d}" for n in range(16)]
+    for call_sid in calls:
+        await asyncio.create_task(call_says(call_sid, 3))  # a task of its own: its own context
+    ports = [request.client_port for request in fake.requests]
+    per_call = [ports[i : i + 3] for i in range(0, len(ports), 3)]
+    assert all(len(set(sentences)) == 1 for sentences in per_call)  # each call: one connection, reused
+    assert len(set(ports)) == len({zlib.crc32(c.encode()) % POOLS for c in calls}) > 1  # one per pool used
