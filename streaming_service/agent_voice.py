@@ -66,19 +66,21 @@ class AgentVoice:
 
     # --- speaking -----------------------------------------------------------------------------------
 
-    async def speak(self, text: str, metrics: TurnMetrics, source: AsyncIterator[bytes] | None = None,
-                    cache_as: str | None = None, previous_text: str = "", next_text: str = "") -> None:
-        """One sentence: synthesised (or `source`, cached audio) and sent as it comes, then its mark.
-        `cache_as`: keep the audio in the phrase cache under this text."""
+    async def speak(self, text: str, metrics: TurnMetrics, phrase: bool = False, previous_text: str = "",
+                    next_text: str = "") -> None:
+        """One sentence: synthesised and sent as it comes, then its mark. `phrase`: a fixed line (greeting,
+        acknowledgement...): its cached audio when there is some, else synthesised and kept in the cache."""
         await self._unheld.wait()  # a held reply may yet be abandoned: voice no more of it until resumed
         sentence = self.playback.begin_sentence(text)
         frames = FrameAssembler()
         metrics.mark_tts_start(time.monotonic())
-        audio = source if source is not None else self._tts.synthesize(
+        cached = self._cached(text) if phrase else None
+        audio = _single(cached) if cached is not None else self._tts.synthesize(
             text, self._voice_id(), previous_text=previous_text, next_text=next_text)
+        cache_as = text if phrase and cached is None else None
         collected: list[bytes] = []
         try:
-            with self._telemetry.span("tts", engine="cache" if source is not None else self._tts.name,
+            with self._telemetry.span("tts", engine="cache" if cached is not None else self._tts.name,
                                       chars=len(text)) as span:
                 async for chunk in audio:
                     if not frames.total_bytes:
@@ -102,6 +104,21 @@ class AgentVoice:
             await self._send_mark(sentence)
         if cache_as is not None and collected:
             self._phrases.put(self._tts.name, self._voice_id(), cache_as, b"".join(collected))
+
+    async def prewarm(self, texts: tuple[str, ...]) -> None:
+        """Synthesise fixed lines a turn may need at once into the phrase cache, so they never wait on the voice."""
+        try:
+            for text in texts:
+                if self._cached(text) is None:
+                    with self._telemetry.span("tts", engine=self._tts.name, chars=len(text)):
+                        audio = b"".join([chunk async for chunk in self._tts.synthesize(text, self._voice_id())])
+                    if audio:
+                        self._phrases.put(self._tts.name, self._voice_id(), text, audio)
+        except Exception as exc:  # said live instead, when needed
+            log.warning("phrases not prewarmed", extra={"error": type(exc).__name__})
+
+    def _cached(self, text: str) -> bytes | None:
+        return self._phrases.get(self._tts.name, self._voice_id(), text)
 
     async def _send_frames(self, frames: list[bytes], sentence: SpokenSentence, metrics: TurnMetrics) -> None:
         for first in range(0, len(frames), FRAMES_PER_MESSAGE):
@@ -179,3 +196,7 @@ class AgentVoice:
             await self._transport.send_str(message)
         except (ConnectionResetError, RuntimeError) as exc:
             log.info("send after the socket went away", extra={"error": str(exc)})
+
+
+async def _single(data: bytes) -> AsyncIterator[bytes]:
+    yield data

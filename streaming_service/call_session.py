@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -85,7 +85,6 @@ class CallSession:
         self.engines = engines
         self.settings = settings
         self.recorder = recorder
-        self.phrases = phrases
         self.telemetry = telemetry or CallTelemetry.disabled(call)
         self.conversation = Conversation()
         self.voice = AgentVoice(call, transport, engines.tts, phrases, self.telemetry, self._voice_id,
@@ -167,16 +166,7 @@ class CallSession:
         filler) into the phrase cache, so they never wait on the voice."""
         silence = self.settings.silence
         ack = str(self.call.tenant_settings.get("acknowledgement") or silence.tool_acknowledgement_text)
-        voice = self._voice_id()
-        try:
-            for text in (ack, silence.thinking_filler_text):
-                if self.phrases.get(self.engines.tts.name, voice, text) is None:
-                    with self.telemetry.span("tts", engine=self.engines.tts.name, chars=len(text)):
-                        audio = b"".join([chunk async for chunk in self.engines.tts.synthesize(text, voice)])
-                    if audio:
-                        self.phrases.put(self.engines.tts.name, voice, text, audio)
-        except Exception as exc:  # said live instead, when needed
-            log.warning("phrases not prewarmed", extra={"error": type(exc).__name__})
+        await self.voice.prewarm((ack, silence.thinking_filler_text))
 
     async def close(self, reason: str) -> None:
         """Stop everything; safe to call more than once and from any task."""
@@ -506,10 +496,8 @@ class CallSession:
                 index = piece.said_index
                 previous = " ".join(said[:index]) if index is not None else ""
                 following = said[index + 1] if index is not None and index + 1 < len(said) else ""
-                cached = self.phrases.get(self.engines.tts.name, self._voice_id(), piece.text) if piece.phrase else None
-                await self.voice.speak(piece.text, metrics, source=_single(cached) if cached else None,
-                                           cache_as=piece.text if piece.phrase and not cached else None,
-                                           previous_text=previous, next_text=following)
+                await self.voice.speak(piece.text, metrics, phrase=piece.phrase, previous_text=previous,
+                                       next_text=following)
 
         async with asyncio.TaskGroup() as group:
             filler = group.create_task(fill_silence())
@@ -522,10 +510,7 @@ class CallSession:
         self.conversation.add_assistant(text)
         self._reply_committed = True
         metrics = self._reply_metrics or TurnMetrics(turn=self._turn_counter)
-        voice = self._voice_id()
-        cached = self.phrases.get(self.engines.tts.name, voice, text)
-        source = _single(cached) if cached is not None else None
-        await self.voice.speak(text, metrics, source=source, cache_as=None if cached else text)
+        await self.voice.speak(text, metrics, phrase=True)
         self._record("agent", text)
         if end_after:
             self.call.end_call("ended after an unrecoverable problem")
@@ -733,10 +718,6 @@ class CallSession:
             "last_turn": self.turns[-1] if self.turns else None,
             "turn_metrics": list(self.turns),  # the same summaries the call record keeps (tenant API)
         }
-
-
-async def _single(data: bytes) -> AsyncIterator[bytes]:
-    yield data
 
 
 def _awaiting(task: asyncio.Task[None]) -> str:
