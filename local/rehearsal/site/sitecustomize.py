@@ -39,13 +39,22 @@ def _mapped(table: dict[tuple[str, int], tuple[str, int]], address: Any) -> Any:
     return address
 
 
+def _name(host: Any) -> Any:
+    # anyio (httpx's async path) passes the IDNA-encoded name as bytes.
+    return host.decode("ascii", "replace") if isinstance(host, bytes) else host
+
+
+def _address(host: Any) -> str | None:
+    """The local address standing in for an AWS name, or None for any other host."""
+    name = _name(host)
+    return _HOSTS.get(name.lower()) if isinstance(name, str) else None
+
+
 if _HOSTS:
     _getaddrinfo = socket.getaddrinfo
 
     def _rehearsal_getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):  # type: ignore[no-untyped-def]
-        # anyio (httpx's async path) passes the IDNA-encoded name as bytes.
-        name = host.decode("ascii", "replace") if isinstance(host, bytes) else host
-        address = _HOSTS.get(name.lower()) if isinstance(name, str) else None
+        address = _address(host)
         if address is None:
             return _getaddrinfo(host, port, family, type, proto, flags)
         return _getaddrinfo(address, port, socket.AF_INET, type, proto, flags)
@@ -69,7 +78,6 @@ if _SOCKETS:
     socket.socket.connect_ex = _rehearsal_connect_ex  # type: ignore[method-assign]
 
 
-
 def _uvloop_platform() -> None:
     """The task runs on uvloop, which resolves, binds and connects in libuv, past the socket functions above:
     its loop gets the same names and ports (its own methods, wrapped, as the socket module's are)."""
@@ -81,8 +89,7 @@ def _uvloop_platform() -> None:
     create_connection, create_server, getaddrinfo = loop.create_connection, loop.create_server, loop.getaddrinfo
 
     def target(host: Any, port: Any) -> tuple[Any, Any]:
-        name = host.decode("ascii", "replace") if isinstance(host, bytes) else host
-        address = _HOSTS.get(name.lower(), name) if isinstance(name, str) else name
+        address = _address(host) or _name(host)
         return _mapped(_SOCKETS, (address, port)) if isinstance(port, int) else (address, port)
 
     async def _create_connection(self, factory, host=None, port=None, *args, **kwargs):  # type: ignore[no-untyped-def]
