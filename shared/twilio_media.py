@@ -39,8 +39,9 @@ def _loads(raw: str | bytes) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
         pass
-    # orjson refuses some valid JSON (integers past 64 bits, escaped lone surrogates): the standard library
-    # judges those, as it judged every message before, so what is valid does not depend on the fast path.
+    # orjson refuses some JSON the standard library reads (escaped lone surrogates, NaN and Infinity): the
+    # standard library judges those, as it judged every message before, so what is accepted does not depend on
+    # the fast path.
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:

@@ -65,12 +65,11 @@ def test_outbound_messages_have_the_documented_shape():
 
 
 def test_valid_json_the_fast_parser_refuses_is_still_parsed():
-    """orjson refuses integers past 64 bits; the message is valid JSON, so it is judged like any other."""
+    """orjson refuses an escaped lone surrogate; the message is valid JSON, so it is judged like any other."""
     builder = wire.InboundBuilder("MZ1", "CA1")
-    start = json.loads(builder.start({"tenant_id": "acme"}))
-    start["sequenceNumber"] = 2**70
-    parsed = wire.parse_inbound(json.dumps(start))
-    assert isinstance(parsed, wire.Start) and parsed.custom_parameters == {"tenant_id": "acme"}
+    raw = builder.start({"tenant_id": "acme", "note": "NOTE"}).replace('"NOTE"', '"\\ud800"')
+    parsed = wire.parse_inbound(raw)
+    assert isinstance(parsed, wire.Start) and parsed.custom_parameters == {"tenant_id": "acme", "note": "\ud800"}
 
 
 def test_nesting_too_deep_for_either_parser_is_a_protocol_error():
