@@ -189,3 +189,10 @@ async def test_each_call_reuses_its_own_pooled_connection(fake: FakeElevenLabs, 
     per_call = [ports[i : i + 3] for i in range(0, len(ports), 3)]
     assert all(len(set(sentences)) == 1 for sentences in per_call)  # each call: one connection, reused
     assert len(set(ports)) == len({zlib.crc32(c.encode()) % POOLS for c in calls}) > 1  # one per pool used
+
+
+def test_pools_share_one_tls_context(fake: FakeElevenLabs) -> None:
+    # Each context loads the whole CA store: eight of them cost half a second of start-up and a megabyte.
+    tts = make_tts(fake)
+    contexts = {id(pool._transport._pool._ssl_context) for pool in tts._pools}  # type: ignore[attr-defined]
+    assert len(tts._pools) == POOLS and len(contexts) == 1
