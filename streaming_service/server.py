@@ -7,6 +7,7 @@ refused, live calls get up to `drain.drain_timeout_s` to finish, then the proces
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Coroutine
@@ -28,12 +29,23 @@ def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(main)
 
 
+def freeze_start_up_heap() -> None:
+    """Keep what start-up built (modules, pydantic schemas, the warmed agents SDK: some 200k objects) out of
+    the cyclic collector's walks. A full collection walked them all: 120 to 220 ms in which no call's audio
+    moved, about every 30 s at 50 calls. They stay alive anyway; what calls create is collected as before."""
+    gc.collect()
+    gc.freeze()
+    log.info("start-up heap frozen", extra={"frozen_objects": gc.get_freeze_count(),
+                                            "tracked_objects": len(gc.get_objects())})
+
+
 async def serve_until_signalled(app: web.Application, host: str, port: int, drain_timeout_s: float,
                                 started: asyncio.Event | None = None, reuse_port: bool = False) -> int:
     """Serve; on SIGTERM drain and stop. Returns how many calls were cut at the drain deadline.
     `reuse_port`: SO_REUSEPORT, so several worker processes listen on one port (streaming_service/workers.py)."""
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5)
-    await runner.setup()
+    await runner.setup()  # the app's start-up (warm-up included) has run
+    freeze_start_up_heap()
     site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
     await site.start()
     stop = asyncio.Event()
