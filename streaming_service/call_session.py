@@ -277,6 +277,8 @@ class CallSession:
                 await self._discard_outrun_draft()
                 if event.speech_final and self._pending_text:  # an empty speech_final ends the turn too
                     await self._close_caller_turn()
+                elif event.from_finalize and self._pausing_after_words():
+                    self._start_draft_if_due()  # the words asked for: start now, not at the next frame
             elif event.kind is TranscriptKind.UTTERANCE_END and self._pending_text:
                 await self._close_caller_turn()
             elif event.kind is TranscriptKind.DELAYED and (self._reply is None or self._reply.done()) \
@@ -311,25 +313,32 @@ class CallSession:
 
     async def _at_caller_pause(self) -> None:
         """Per frame while the caller is quiet with words heard: ask the recogniser for the final of
-        them, start the agent on them (preemptive), and end the turn once the pause is the endpointing's."""
+        them, start the agent on them (preemptive), and end the turn once the pause is the endpointing's.
+        The pause is counted in audio, as the recogniser counts it."""
         last_voiced = self.vad.last_voiced_at
-        if last_voiced is None or self._closed or not (self._pending_text or self._interim):
-            return
-        options = self.settings.endpointing
-        quiet_s = time.monotonic() - last_voiced
-        if quiet_s < options.preemptive_after_silence_ms / 1000:
+        if not self._pausing_after_words():
             return
         if self._finalize_asked_for != last_voiced and self._stt is not None:
             self._finalize_asked_for = last_voiced  # once per pause
             self._finalizing = await self._stt.finalize()
-        if self._all_final and quiet_s >= options.stt_endpointing_ms / 1000:
+        if self._all_final and self.vad.quiet_ms >= self.settings.endpointing.stt_endpointing_ms:
             # The recogniser was asked for its final, so its own endpointing may never speak again; the
             # same pause that ends a turn there ends it here.
             await self._close_caller_turn()
-        elif self._draft is None and not self._finalizing and self._preemption_due():
-            # On the finalized words when the recogniser can give them (a draft on interim words that lag
-            # is discarded more often under load, each a wasted model run), else on the words so far.
-            self._draft = PreemptiveDraft(self.engines.agent, self.call, self.conversation, self._words_so_far())
+        else:
+            self._start_draft_if_due()
+
+    def _pausing_after_words(self) -> bool:
+        return self.vad.last_voiced_at is not None and not self._closed \
+            and bool(self._pending_text or self._interim) \
+            and self.vad.quiet_ms >= self.settings.endpointing.preemptive_after_silence_ms
+
+    def _start_draft_if_due(self) -> None:
+        # On the finalized words when the recogniser can give them (a draft on interim words that lag is
+        # discarded more often under load, each a wasted model run), else on the words so far.
+        if self._draft is None and not self._finalizing and self._preemption_due():
+            self._draft = PreemptiveDraft(self.engines.agent, self.call, self.conversation, self._words_so_far(),
+                                          after_quiet_ms=self.vad.quiet_ms)
 
     def _preemption_due(self) -> bool:
         """Words to start on, with the agent silent and not already answering."""
@@ -377,6 +386,7 @@ class CallSession:
                               transcript_at=transcript_at)
         if draft is not None:
             metrics.preemptive = "hit"
+            metrics.draft_after_quiet_ms = draft.after_quiet_ms
             self.preemptive_hits += 1
             self.conversation = draft.conversation  # the draft's fork: it already holds this turn's words
             draft.commit()

@@ -40,9 +40,11 @@ def _words(text: str) -> list[str]:
 
 
 class PreemptiveDraft:
-    def __init__(self, agent: AgentRuntime, call: CallContext, conversation: Conversation, text: str) -> None:
+    def __init__(self, agent: AgentRuntime, call: CallContext, conversation: Conversation, text: str,
+                 after_quiet_ms: int = 0) -> None:
         self.text = text
         self.started_at = time.monotonic()
+        self.after_quiet_ms = after_quiet_ms  # how long the caller had been quiet (audio) when it started
         self.first_text_at: float | None = None
         self.conversation = Conversation(list(conversation.items))  # the fork the draft writes to
         self.base_items = list(conversation.items)

@@ -48,6 +48,7 @@ class CallerSpeechDetector:
         self.speaking = False
         self.run_started_at: float | None = None  # monotonic time of the first voiced frame of the run
         self.last_voiced_at: float | None = None  # monotonic arrival time of the last voiced frame
+        self._frames_since_voiced = 0  # the caller's quiet since then, in audio (arrival times jitter)
 
     def process(self, ulaw: bytes, now: float | None = None) -> VadUpdate:
         """Feed inbound caller audio (any length); returns what changed with it."""
@@ -66,6 +67,12 @@ class CallerSpeechDetector:
             ended |= e
         return _UPDATES[(confirmed, ended, voiced_any)]
 
+    @property
+    def quiet_ms(self) -> int:
+        """Audio heard since the last voiced frame: how long the caller has been quiet, whenever the frames
+        arrived (by the clock, the 6th quiet frame is 120 ms after the last voiced one only half the time)."""
+        return self._frames_since_voiced * _FRAME_MS
+
     def _voiced(self, frame: bytes) -> bool:
         if not frame.translate(None, _BELOW_FLOOR):  # no sample reaches the floor, so neither does the RMS
             return False
@@ -74,6 +81,7 @@ class CallerSpeechDetector:
 
     def _step(self, voiced: bool, now: float) -> tuple[bool, bool]:
         if voiced:
+            self._frames_since_voiced = 0
             if self._run_frames == 0:
                 self.run_started_at = now
             self._run_frames += 1 + self._gap_frames
@@ -83,6 +91,7 @@ class CallerSpeechDetector:
                 self._confirmed = self.speaking = True
                 return True, False
             return False, False
+        self._frames_since_voiced += 1
         self._gap_frames += 1
         if self._confirmed and self._gap_frames >= self._end_frames:
             self._reset()

@@ -68,3 +68,25 @@ async def test_nothing_with_a_side_effect_runs_before_the_final(stack_factory):
     assert session.call.outcome.action == "continue"  # ...which never ran
     assert session.transcript[-1]["text"] == "We open at nine."
     assert user_messages(stack.openai)[-1] == "Thanks that is all oh wait when do you open"
+
+
+async def test_the_final_is_asked_for_once_the_pause_is_long_enough_in_audio_and_the_agent_starts_on_it(stack):
+    # The pause is the caller's audio, as the recogniser hears it; counted by the clock instead, frames
+    # arriving a little early put it one frame (20 ms) later about half the time. The agent starts on the
+    # final's words as they arrive, not at the next frame (20 ms more).
+    stack.openai.script(*(f"Answer {n}." for n in range(6)))
+    async with stack.call() as caller:
+        await caller.wait_for_agent(since=0)
+        for question in ("What do you offer", "When are you open", "Where are you", "Do you take cards",
+                         "Can I park there", "Thanks a lot"):
+            said_at = await caller.say(marked_speech(question))
+            await wait_until(lambda: caller.first_audio_after(said_at) is not None)  # noqa: B023 - awaited here
+            await caller.wait_for_agent(since=said_at)
+        session = stack.session(caller)
+        await wait_until(lambda: len(session.turns) == 6)
+    after = EndpointingOptions().preemptive_after_silence_ms
+    assert stack.deepgram.records[0].quiet_at_finalize_ms == [after] * 6
+    assert [t["preemptive"] for t in session.turns] == ["hit"] * 6
+    # The final comes back within a frame's time but on a loaded machine: most drafts start on it at once.
+    started_after = [t["draft_after_quiet_ms"] for t in session.turns]
+    assert sorted(started_after)[len(started_after) // 2] == after, started_after

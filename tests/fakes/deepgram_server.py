@@ -35,6 +35,7 @@ class ConnectionRecord:
     bytes_received: int = 0
     keepalives: int = 0
     finalizes: int = 0
+    quiet_at_finalize_ms: list[int] = field(default_factory=list)  # caller audio since speech, at each Finalize
     close_streams: int = 0
     close_code: int | None = None
     muted: bool = False  # stalled: reads everything, answers nothing
@@ -304,6 +305,7 @@ class FakeDeepgram:
                     record.keepalives += 1
                 elif kind == "Finalize":
                     record.finalizes += 1
+                    record.quiet_at_finalize_ms.append(rec.now_ms - rec.last_speech_ms)
                     await self._send(ws, record, rec.finalize())
                 elif kind == "CloseStream":
                     record.close_streams += 1
