@@ -150,6 +150,11 @@ async def test_hostile_websocket_messages_beside_a_good_call(tmp_path: Path, mes
             targets = Targets(good.stream_sid, good.call_sid, good.custom_parameters["stream_token"])
             stop = asyncio.Event()
             talker = asyncio.create_task(_good_call_keeps_working(good, stop, dead_air))
+            # One start the service must refuse whatever hypothesis draws (which connections its examples
+            # get refused varies run to run): acme's stream presenting another tenant's token.
+            forged = service.call(http, tenant_id="acme")
+            forged.custom_parameters["stream_token"] = targets.other_tenant_token
+            await _hostile_connection(service, http, [forged._builder.start(forged.custom_parameters)], False, tally)
             done_batches = [0]
             lock = threading.Lock()
 
