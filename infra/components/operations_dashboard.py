@@ -47,6 +47,9 @@ class OperationsDashboard(Construct):
         calls = [
             _graph("Active calls", [m.metric("ActiveCalls", Stats.AVERAGE, "per task (avg)"),
                                     m.metric("ActiveCalls", Stats.MAXIMUM, "busiest task")]),
+            # Each process's worst lateness per interval: audio waits that long behind other work.
+            _graph("Event loop lag (ms)", [m.metric("EventLoopLagMs", Stats.p(50), "typical process"),
+                                           m.metric("EventLoopLagMs", Stats.MAXIMUM, "worst process")]),
             _graph("Calls started / ended", [m.metric("CallsStarted", Stats.SUM), m.metric("CallsEnded", Stats.SUM)]),
             _graph("Voice-to-voice latency (ms)", [m.metric("VoiceToVoiceMs", Stats.p(50)),
                                                    m.metric("VoiceToVoiceMs", Stats.p(95))]),

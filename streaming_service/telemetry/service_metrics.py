@@ -28,6 +28,9 @@ class ServiceMetrics:
     def active_calls(self, count: int) -> None:
         self.writer.emit([("ActiveCalls", count, MetricUnit.Count)])
 
+    def event_loop_lag(self, worst_ms: float) -> None:
+        self.writer.emit([("EventLoopLagMs", round(worst_ms, 1), MetricUnit.Milliseconds)])
+
     def call_started(self, call: Mapping[str, Any]) -> None:
         self.writer.emit([("CallsStarted", 1, MetricUnit.Count)], properties=call)
 

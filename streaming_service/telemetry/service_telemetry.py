@@ -1,11 +1,13 @@
-"""The process's telemetry: one tracer, one metrics writer, the `ActiveCalls` gauge, and a
-`CallTelemetry` for each call. Built once from Settings; `ServiceTelemetry.off()` in tests and tools."""
+"""The process's telemetry: one tracer, one metrics writer, the `ActiveCalls` gauge, the event loop's
+lateness, and a `CallTelemetry` for each call. Built once from Settings; `ServiceTelemetry.off()` in tests
+and tools."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 
 from shared.settings import Settings
@@ -16,6 +18,9 @@ from streaming_service.telemetry.service_metrics import ServiceMetrics
 from streaming_service.telemetry.tracing import ServiceTracing
 
 log = logging.getLogger("voice_agent.telemetry")
+
+LOOP_SAMPLE_S = 0.05
+LOOP_STALL_MS = 200.0  # a stall this long is heard on every live call of the process: logged, each time
 
 
 class ServiceTelemetry:
@@ -56,6 +61,24 @@ class ServiceTelemetry:
             self.metrics.active_calls(self._last_active)
             next_at += self.active_calls_interval_s  # a fixed cadence, not drifting by the emit time
             await asyncio.sleep(max(0.0, next_at - loop.time()))
+
+    async def watch_event_loop(self) -> None:
+        """How late this process's event loop wakes: every call's audio waits behind whatever runs, so this
+        is the first sign a process holds more than its core can serve. The worst lateness of each
+        interval is `EventLoopLagMs` (per process: each worker of a task reports its own)."""
+        worst = 0.0
+        report_at = time.monotonic() + self.active_calls_interval_s
+        while True:
+            before = time.monotonic()  # not loop.time(): uvloop's advances once per loop iteration
+            await asyncio.sleep(LOOP_SAMPLE_S)
+            now = time.monotonic()
+            late_ms = max(0.0, (now - before - LOOP_SAMPLE_S) * 1000)
+            worst = max(worst, late_ms)
+            if late_ms >= LOOP_STALL_MS:
+                log.warning("event loop stalled", extra={"stalled_ms": round(late_ms)})
+            if now >= report_at:
+                self.metrics.event_loop_lag(worst)
+                worst, report_at = 0.0, report_at + self.active_calls_interval_s
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):

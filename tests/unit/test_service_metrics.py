@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 
 import pytest
 
 from streaming_service.telemetry.service_metrics import ServiceMetrics
+from streaming_service.telemetry.service_telemetry import ServiceTelemetry
+from streaming_service.telemetry.tracing import ServiceTracing
 from tests.e2e.observability_support import metric_values, validate_emf
 
 CALL = {"call_sid": "CA1", "tenant_id": "acme"}
@@ -47,3 +51,18 @@ def test_no_sink_means_no_output_and_no_error(capsys: pytest.CaptureFixture[str]
     metrics.turn(CALL, {"turn": 1})
     metrics.call_ended(CALL, 1.0, turns=1, barge_ins=0, outcome="hangup")
     assert capsys.readouterr() == ("", "")  # nothing printed in place of the missing sink
+
+
+async def test_a_stalled_event_loop_is_reported_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    lines: list[str] = []
+    telemetry = ServiceTelemetry(ServiceMetrics("prod", sink=lines.append), ServiceTracing.off(),
+                                 active_calls_interval_s=0.3)
+    watch = asyncio.create_task(telemetry.watch_event_loop())
+    await asyncio.sleep(0.4)  # a quiet interval first
+    time.sleep(0.3)  # noqa: ASYNC251 - then work that holds the loop, as a CPU-bound step would
+    await asyncio.sleep(0.5)
+    watch.cancel()
+    lags = metric_values([validate_emf(line) for line in lines], "EventLoopLagMs")
+    assert len(lags) >= 2 and lags[0] < 250  # the quiet interval: no stall
+    assert max(lags) >= 250
+    assert any(r.getMessage() == "event loop stalled" and r.stalled_ms >= 250 for r in caplog.records)  # type: ignore[attr-defined]
