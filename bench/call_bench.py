@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import json
 import os
@@ -180,6 +181,17 @@ def _server_turns(log_path: Path) -> list[dict[str, float]]:
     return turns
 
 
+def loop_stalls(log_path: Path) -> list[int]:
+    """[how many, the longest ms]: the service's event loop stalls of 200 ms or more (each logged), heard on
+    every live call at once."""
+    stalled = []
+    for line in log_path.read_text().splitlines():
+        if '"event loop stalled"' in line:
+            with contextlib.suppress(ValueError):
+                stalled.append(int(json.loads(line).get("stalled_ms", 0)))
+    return [len(stalled), max(stalled, default=0)]
+
+
 def service_env(port: int, urls: dict[str, str], delays: Delays) -> dict[str, str]:
     """The environment of `python -m streaming_service` pointed at the fakes (also used by the soak run)."""
     return {**os.environ, "PORT": str(port), "LOG_LEVEL": "INFO",
@@ -260,6 +272,7 @@ async def run_scenario(calls: int, delays: Delays, workers: int = 1) -> dict[str
         "cpu_share_service_fakes_callers": [round(x / wall_s, 2) for x in (cpu_s, fakes_cpu_s, bench_cpu_s)],
         "rss_per_call_mb": round((max(peak_rss) - rss_idle) / calls, 2),
         "first_error": next((r.error for r in results if r.error), ""),
+        "loop_stalls_count_longest_ms": loop_stalls(log_path),
         "service_stuck_after_sigterm": stuck,
     }
 

@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 
 import aiohttp
 
-from bench.call_bench import REALISTIC, _pct, _proc_cpu_s, _wait_ready, service_env
+from bench.call_bench import REALISTIC, _pct, _proc_cpu_s, _wait_ready, loop_stalls, service_env
 from local.call_simulator import SimulatedCall
 from shared.settings import SilenceOptions
 from shared.stream_token import mint_stream_token
@@ -288,6 +288,7 @@ async def run_scenario(calls: int, rounds: int, hold_clear: bool) -> dict[str, A
         "lost": [(label, gap) for label, ok, gap in cleared if not ok][:8],
         "errors": len(results.errors), "first_error": results.errors[0] if results.errors else "",
         "cpu_share_service_fakes_callers": cpu_shares,
+        "loop_stalls_count_longest_ms": loop_stalls(log_path),
     }
     return row
 
