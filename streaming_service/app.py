@@ -25,7 +25,7 @@ from streaming_service.stream_guard import CLAIMS, PENDING, PendingSockets, Stre
 from streaming_service.stream_handler import handle_twilio_stream
 from streaming_service.task_protection import TaskProtection
 from streaming_service.telemetry.service_telemetry import ServiceTelemetry
-from streaming_service.warm_up import warm_up_agents
+from streaming_service.warm_up import warm_up_agents, warm_up_recognisers
 
 SERVICE_NAME = "Programmable Voice Agent"
 
@@ -87,8 +87,9 @@ async def _telemetry_lifetime(app: web.Application) -> AsyncIterator[None]:
     await state.telemetry.close()
 
 
-async def _warm_up(_app: web.Application) -> None:
+async def _warm_up(app: web.Application) -> None:
     await warm_up_agents()
+    await warm_up_recognisers(app[STATE].engines.stt, app[STATE].engines.stt_fallback)
 
 
 def create_app(settings: Settings, engines: Engines, recorder: CallRecorder | None = None,

@@ -8,6 +8,9 @@ service reports ready, with no network and no data:
 - one on the offline policy;
 - one on OpenAI's Chat Completions model, its client answered in-process by httpx's `MockTransport`:
   a handoff (the tool-call path), then a sentence (the text path).
+
+The recognisers warm up too: the offline one (the fallback when Deepgram fails) loads its models once per
+process holding the GIL, which would stop every call's audio for the first call that needs it.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
 from streaming_service.agents.offline_policy.offline_runtime import OfflinePolicyRuntime
 from streaming_service.agents.sdk_runtime import AgentsSdkRuntime
-from streaming_service.engines.base import CallContext, Conversation
+from streaming_service.engines.base import CallContext, Conversation, SpeechToText
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,20 @@ async def warm_up_agents() -> None:
         finally:
             await runtime.aclose()
     log.info("agents warmed up", extra={"ms": round((time.monotonic() - started) * 1000)})
+
+
+async def warm_up_recognisers(*recognisers: SpeechToText | None) -> None:
+    for recogniser in recognisers:
+        if recogniser is None:
+            continue
+        started = time.monotonic()
+        try:
+            await recogniser.warm_up()
+        except Exception as exc:  # a cold recogniser is slower to start, not broken
+            log.warning("recogniser not warmed up", extra={"engine": recogniser.name, "error": str(exc)})
+            continue
+        log.info("recogniser warmed up", extra={"engine": recogniser.name,
+                                                "ms": round((time.monotonic() - started) * 1000)})
 
 
 async def _one_turn(runtime: AgentsSdkRuntime, words: str) -> None:

@@ -67,6 +67,9 @@ class SpeechToText(abc.ABC):
     @abc.abstractmethod
     async def open_stream(self, call_sid: str) -> SpeechToTextStream: ...
 
+    async def warm_up(self) -> None:  # noqa: B027 - deliberately optional: most recognisers have nothing to load
+        """Pay one-off loading costs at start-up, not in a call (nothing to pay by default)."""
+
 
 # --- text to speech --------------------------------------------------------------------------
 

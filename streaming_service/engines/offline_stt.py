@@ -291,6 +291,13 @@ class OfflineSpeechToText(SpeechToText):
         self.options = options or OfflineEndpointingOptions()
         self.language_model: LanguageModel = language_model
 
+    async def warm_up(self) -> None:
+        """The first decoder of a process writes the domain model (reading the whole CMU dictionary in
+        Python) and loads the acoustic model: ~450 ms holding the GIL, so every other call's audio stopped
+        with it (the first Deepgram outage a process met, or the first call of a local server). Later
+        decoders take ~20 ms."""
+        await asyncio.get_running_loop().run_in_executor(_executor, _new_decoder, self.language_model)
+
     async def open_stream(self, call_sid: str) -> SpeechToTextStream:
         loop = asyncio.get_running_loop()
         try:

@@ -117,6 +117,9 @@ async def test_two_workers_share_the_port_and_the_task_drains_and_protects_as_on
     frozen = {e.get("worker"): e for e in _log_entries(service) if e.get("message") == "start-up heap frozen"}
     assert sorted(frozen) == [0, 1]  # type: ignore[type-var]
     assert all(int(e["frozen_objects"]) > 20 * int(e["tracked_objects"]) for e in frozen.values())  # type: ignore[call-overload]
+    # ...and has loaded its offline recogniser (Deepgram's fallback) before taking calls.
+    assert {e.get("worker") for e in _log_entries(service)
+            if e.get("message") == "recogniser warmed up" and e.get("engine") == "pocketsphinx"} == {0, 1}
     assert "Traceback" not in service.log_text()
 
 

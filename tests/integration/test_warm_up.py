@@ -62,3 +62,34 @@ def test_first_openai_turn_after_warm_up_builds_no_schemas() -> None:
     assert warm["schemas_built"] == 0
     agent_modules = [m for m in warm["imported"] if m.split(".")[0] in ("agents", "openai", "pydantic")]
     assert agent_modules == []
+
+
+# Whether a call's first offline recogniser stream, in a fresh process, is the one that loads the models.
+_FIRST_STREAM = textwrap.dedent("""
+    import asyncio, sys
+    from streaming_service.engines.offline_stt import OfflineSpeechToText, _ModelFiles
+    from streaming_service.warm_up import warm_up_recognisers
+
+    async def main(warm: bool) -> None:
+        recogniser = OfflineSpeechToText()
+        if warm:
+            await warm_up_recognisers(recogniser, None)
+        loaded_before = _ModelFiles._dir is not None  # the domain model is written by the first decoder
+        stream = await recogniser.open_stream("CA1")
+        await stream.close()
+        print(int(not loaded_before))
+
+    asyncio.run(main(sys.argv[1] == "warm"))
+""")
+
+
+def _first_stream_writes_model(warm: bool) -> int:
+    done = subprocess.run([sys.executable, "-c", _FIRST_STREAM, "warm" if warm else "cold"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, check=True)
+    return int(done.stdout.strip().splitlines()[-1])
+
+
+def test_first_offline_stream_after_warm_up_loads_nothing() -> None:
+    # Loading holds the GIL ~450 ms: in a call it would stop every other call's audio (the fallback's first use).
+    assert _first_stream_writes_model(warm=False) == 1
+    assert _first_stream_writes_model(warm=True) == 0
