@@ -186,9 +186,6 @@ def _demo(args: argparse.Namespace) -> int:
     from local.demo import run_demo
 
     configure_logging("WARNING")
-    # The offline engines work in threads that can hold the GIL for 200 ms and more: the loop-stall line is
-    # for operators of a deployed service, not for the demo's transcript.
-    logging.getLogger("voice_agent.telemetry").setLevel(logging.ERROR)
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")  # the Lambdas' EMF lines would drown the transcript
     _metrics_to_their_own_stream()
     result = asyncio.run(run_demo(sys.stdout, Path(args.wav)))

@@ -57,13 +57,12 @@ async def websocket_status(request: web.Request) -> web.Response:
 
 
 async def _telemetry_lifetime(app: web.Application) -> AsyncIterator[None]:
-    """While serving: the periodic ActiveCalls gauge, the event loop's lateness, and scale-in protection in
-    ECS. At shutdown: spans flushed, protection cleared."""
+    """While serving: the periodic ActiveCalls gauge, and scale-in protection in ECS. At shutdown: spans
+    flushed, protection cleared."""
     state = app[STATE]
     reporter = None
     if state.reports_task and state.telemetry.metrics.writer.enabled:
         reporter = asyncio.create_task(state.telemetry.report_active_calls(lambda: len(state.sessions)))
-    loop_watch = asyncio.create_task(state.telemetry.watch_event_loop())  # each process, workers too
     heartbeat = None
     if state.capacity is not None:
         heartbeat = asyncio.create_task(state.capacity.run(
@@ -74,7 +73,7 @@ async def _telemetry_lifetime(app: web.Application) -> AsyncIterator[None]:
         state.protection = TaskProtection(state.settings.ecs_agent_uri)
         protection = asyncio.create_task(state.protection.run(state.wanted_protection))
     yield
-    for task in (reporter, protection, heartbeat, loop_watch):
+    for task in (reporter, protection, heartbeat):
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -48,6 +48,9 @@ async def serve_until_signalled(app: web.Application, host: str, port: int, drai
     freeze_start_up_heap()
     site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
     await site.start()
+    state: ServiceState = app[STATE]
+    # From here: start-up's own pauses (warm-ups, the freeze) are not stalls any call hears.
+    loop_watch = asyncio.create_task(state.telemetry.watch_event_loop())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -58,9 +61,9 @@ async def serve_until_signalled(app: web.Application, host: str, port: int, drai
     try:
         await stop.wait()
         log.info("signal received: draining")
-        state: ServiceState = app[STATE]
         return await state.drain(drain_timeout_s)
     finally:
+        loop_watch.cancel()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         await runner.cleanup()
