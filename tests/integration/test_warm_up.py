@@ -49,10 +49,15 @@ _FIRST_TURN = textwrap.dedent("""
 """)
 
 
-def _first_turn(warm: bool) -> dict[str, Any]:
-    done = subprocess.run([sys.executable, "-c", _FIRST_TURN, "warm" if warm else "cold"], cwd=ROOT,
+def _in_fresh_interpreter(script: str, warm: bool) -> Any:
+    """What `script` prints last (JSON), run with argv[1] "warm" or "cold" in a new interpreter."""
+    done = subprocess.run([sys.executable, "-c", script, "warm" if warm else "cold"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120, check=True)
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _first_turn(warm: bool) -> dict[str, Any]:
+    return dict(_in_fresh_interpreter(_FIRST_TURN, warm))
 
 
 def test_first_openai_turn_after_warm_up_builds_no_schemas() -> None:
@@ -84,9 +89,7 @@ _FIRST_STREAM = textwrap.dedent("""
 
 
 def _first_stream_writes_model(warm: bool) -> int:
-    done = subprocess.run([sys.executable, "-c", _FIRST_STREAM, "warm" if warm else "cold"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120, check=True)
-    return int(done.stdout.strip().splitlines()[-1])
+    return int(_in_fresh_interpreter(_FIRST_STREAM, warm))
 
 
 def test_first_offline_stream_after_warm_up_loads_nothing() -> None:
