@@ -76,6 +76,10 @@ class CapacityOptions(BaseModel):
     tts_first_byte_budget_ms: int = 1500  # `system_busy` retries (with jitter) must fit in this
     fleet_heartbeat_interval_s: float = 5.0
     fleet_heartbeat_ttl_s: float = 15.0  # a task silent this long is gone (crashed or stopped)
+    # Offline recognisers (Deepgram's fallback, or the `offline` overflow policy) decoding at once in one
+    # process. Each costs ~0.18 of a core (bench: 1.35 CPU-s per 7.5 s of speech), so past a few they stall
+    # every call in the process, vendor ones too; a call refused one is transferred or told to call back.
+    offline_stt_max_streams: int = 4
     stream_retry_attempts: int = 2  # a refused stream is retried this often before the overflow policy
     # A short clip (about hold_pause_s long): the next try for room comes when it has played, so a full
     # music track would hold the caller for its whole length. Empty: a spoken "please hold" and a short pause.

@@ -29,6 +29,7 @@ from typing import Any
 from shared.settings import Settings
 from shared.structured_logging import bind_call, bind_turn
 from streaming_service.agent_voice import AgentVoice, Transport
+from streaming_service.agents.turn_context import fallback_number
 from streaming_service.backchannel import is_backchannel
 from streaming_service.call_recorder import CallRecorder
 from streaming_service.engines.base import (
@@ -54,6 +55,9 @@ log = logging.getLogger("voice_agent.call")
 
 APOLOGY_AGENT = "Sorry, I'm having a little trouble right now. Could you say that again?"
 APOLOGY_HEARING = "Sorry, I'm having trouble hearing you. Please bear with me."
+CANNOT_HEAR_TRANSFER = "Sorry, I can't hear you on this line right now, so I'm connecting you to a member of our " \
+    "team. Please hold."
+CANNOT_HEAR_GOODBYE = "Sorry, I can't hear you on this line right now. Please call back in a few minutes. Goodbye!"
 _DTMF_PAUSE_S = 1.5
 _END_WAIT_EXTRA_S = 3.0
 
@@ -256,9 +260,21 @@ class CallSession:
                 if failed is not None:
                     with contextlib.suppress(Exception):
                         await failed.close()
-        # Nothing left to listen with: tell the caller rather than leave them talking to no one.
-        self._start_reply(self._speak_fixed(APOLOGY_HEARING + " " + self.settings.silence.goodbye_text,
-                                            end_after=True), TurnMetrics(turn=self._turn_counter))
+        # Nothing left to listen with: tell the caller rather than leave them talking to no one, once what
+        # is being said (the greeting, an answer) has been said.
+        if self._reply is not None and not self._reply.done():
+            await asyncio.wait({self._reply})
+        self._start_reply(self._cannot_listen(), TurnMetrics(turn=self._turn_counter))
+
+    async def _cannot_listen(self) -> None:
+        """No recogniser left (the vendor's is down and this process's offline ones are all in use): a
+        person at the tenant's fallback number when it has one, else an honest goodbye."""
+        number = fallback_number(self.call.tenant_settings)
+        await self._speak_fixed(CANNOT_HEAR_TRANSFER if number else CANNOT_HEAR_GOODBYE)
+        if number:
+            self.call.transfer(number, reason="no speech recognition")
+        else:
+            self.call.end_call("no speech recognition")
 
     async def _listen(self, stream: SpeechToTextStream) -> None:
         async for event in stream.events():
@@ -515,15 +531,13 @@ class CallSession:
             group.create_task(speak())
         self._record("agent", " ".join(said))
 
-    async def _speak_fixed(self, text: str, end_after: bool = False) -> None:
+    async def _speak_fixed(self, text: str) -> None:
         """A phrase that is not the agent's (greeting, reprompt, apology, goodbye)."""
         self.conversation.add_assistant(text)
         self._reply_committed = True
         metrics = self._reply_metrics or TurnMetrics(turn=self._turn_counter)
         await self.voice.speak(text, metrics, phrase=True)
         self._record("agent", text)
-        if end_after:
-            self.call.end_call("ended after an unrecoverable problem")
 
     # --- interruption -------------------------------------------------------------------------
 

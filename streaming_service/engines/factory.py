@@ -30,10 +30,10 @@ def _offline_tts() -> TextToSpeech:
     return OfflineTextToSpeech()
 
 
-def _offline_stt() -> SpeechToText:
+def _offline_stt(settings: Settings) -> SpeechToText:
     from streaming_service.engines.offline_stt import OfflineSpeechToText
 
-    return OfflineSpeechToText()
+    return OfflineSpeechToText(max_streams=settings.capacity.offline_stt_max_streams)
 
 
 def build_stt(settings: Settings) -> tuple[SpeechToText, SpeechToText | None]:
@@ -41,8 +41,8 @@ def build_stt(settings: Settings) -> tuple[SpeechToText, SpeechToText | None]:
     if settings.uses_vendor(settings.stt_engine, settings.deepgram_api_key):
         from streaming_service.engines.deepgram_stt import DeepgramSpeechToText
 
-        return DeepgramSpeechToText(settings), _offline_stt()
-    return _offline_stt(), None
+        return DeepgramSpeechToText(settings), _offline_stt(settings)
+    return _offline_stt(settings), None
 
 
 def build_tts(settings: Settings) -> TextToSpeech:
@@ -155,7 +155,7 @@ class CallEngineFactory:
 
             stt = self._kept(("deepgram", _fingerprint(deepgram_key), tenant_settings.deepgram_model,
                               tenant_settings.deepgram_language), lambda: DeepgramSpeechToText(tenant_settings))
-            stt_fallback = base.stt_fallback or _offline_stt()
+            stt_fallback = base.stt_fallback or _offline_stt(settings)
         eleven_key = keys.get("elevenlabs") or (settings.elevenlabs_api_key.get_secret_value()
                                                 if settings.elevenlabs_api_key else "")
         own_language = language if language and language != "en" else ""

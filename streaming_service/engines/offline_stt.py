@@ -283,13 +283,26 @@ _NOISE_FLOOR = _high_band_noise(level=400.0)  # bench: level 50 -> 400, WER 32.8
 _executor = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="sphinx")
 
 
+class _Decoding:
+    """Offline streams open in this process: process-wide, since the CPU they share is the process's."""
+
+    streams = 0
+
+
+def offline_streams_open() -> int:
+    return _Decoding.streams
+
+
 class OfflineSpeechToText(SpeechToText):
     name = "pocketsphinx"
 
     def __init__(self, options: OfflineEndpointingOptions | None = None,
-                 language_model: LanguageModel = "domain") -> None:
+                 language_model: LanguageModel = "domain", max_streams: int = 0) -> None:
+        """`max_streams`: how many streams may decode at once in this process (0: no limit); past it,
+        `open_stream` refuses (an EngineError) rather than slow every call in the process down."""
         self.options = options or OfflineEndpointingOptions()
         self.language_model: LanguageModel = language_model
+        self.max_streams = max_streams
 
     async def warm_up(self) -> None:
         """The first decoder of a process writes the domain model (reading the whole CMU dictionary in
@@ -299,11 +312,17 @@ class OfflineSpeechToText(SpeechToText):
         await asyncio.get_running_loop().run_in_executor(_executor, _new_decoder, self.language_model)
 
     async def open_stream(self, call_sid: str) -> SpeechToTextStream:
+        if self.max_streams and _Decoding.streams >= self.max_streams:
+            raise EngineError(self.name, f"all {self.max_streams} offline recognisers of this process are in use")
+        _Decoding.streams += 1  # taken before the first await, so two calls cannot both take the last one
         loop = asyncio.get_running_loop()
         try:
             decoder = await loop.run_in_executor(_executor, _new_decoder, self.language_model)
-        except RuntimeError as exc:
-            raise EngineError(self.name, f"cannot load the recogniser: {exc}") from exc
+        except BaseException as exc:
+            _Decoding.streams -= 1
+            if isinstance(exc, RuntimeError):
+                raise EngineError(self.name, f"cannot load the recogniser: {exc}") from exc
+            raise
         yes_no = YES_NO_SEARCH if self.language_model == "domain" else None
         return OfflineSpeechToTextStream(_Recogniser(decoder, yes_no), self.options)
 
@@ -489,3 +508,5 @@ class OfflineSpeechToTextStream(SpeechToTextStream):
             await self._worker
         except Exception as exc:
             raise EngineError("pocketsphinx", str(exc)) from exc
+        finally:
+            _Decoding.streams -= 1

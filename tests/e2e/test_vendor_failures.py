@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
+
+import pytest
 
 from shared.audio import mulaw
-from streaming_service.call_session import APOLOGY_AGENT
+from streaming_service.call_session import APOLOGY_AGENT, CANNOT_HEAR_GOODBYE, CANNOT_HEAR_TRANSFER
 from streaming_service.engines.fallback_agent import SWITCH_NOTICE
+from streaming_service.engines.offline_stt import OfflineSpeechToTextStream, offline_streams_open
 from tests.e2e.conftest import user_messages, wait_until
 from tests.fakes.speech_marker import marked_speech
 
@@ -124,6 +128,37 @@ async def test_stt_unrecoverable_falls_back_to_offline_recogniser(stack_factory)
         # The Deepgram adapter gives up after its retry budget and the offline recogniser takes over.
         await wait_until(lambda: type(session._stt).__name__ == "OfflineSpeechToTextStream", timeout_s=20)
     assert session.state != "ended" or session.call.outcome.action == "continue"
+
+
+@pytest.mark.parametrize("person", ["+15550009999", ""])
+async def test_past_the_process_offline_recognisers_a_caller_is_told_and_put_through(stack_factory, person):
+    """Deepgram refuses the key, so every call needs an offline recogniser, and this process may run one
+    (each costs ~0.18 of a core: more would stall every call in it). The first call gets it and goes on;
+    the second hears why after its greeting and is put through to the tenant's person (or told to call back),
+    and the line closes; once the first hangs up, the next call gets the recogniser again."""
+    async def tenant_settings(_tenant: str) -> dict[str, Any]:
+        return {"fallback_transfer_number": person} if person else {}
+
+    assert offline_streams_open() == 0  # none leaked by earlier tests
+    stack = await stack_factory(deepgram_api_key="not-the-key", capacity={"offline_stt_max_streams": 1},
+                                tenant_settings=tenant_settings, caller_speed=4.0)
+    async with stack.call() as first:
+        await first.wait_for_agent(since=0)
+        listening = stack.session(first)
+        await wait_until(lambda: isinstance(listening._stt, OfflineSpeechToTextStream))
+        async with stack.call() as second:
+            await wait_until(lambda: stack.session(second) is not None)
+            refused = stack.session(second)
+            await wait_until(second.closed.is_set, timeout_s=20)  # the service closed the stream
+        said = agent_lines(refused)
+        assert said == [stack.settings.default_greeting, CANNOT_HEAR_TRANSFER if person else CANNOT_HEAR_GOODBYE]
+        outcome = refused.call.outcome
+        assert (outcome.action, outcome.transfer_to) == (("transfer", person) if person else ("hangup", ""))
+        assert listening.state != "ended" and isinstance(listening._stt, OfflineSpeechToTextStream)
+        assert offline_streams_open() == 1
+    await wait_until(lambda: offline_streams_open() == 0)  # hung up: the recogniser is free again
+    async with stack.call() as third:
+        await wait_until(lambda: isinstance(getattr(stack.session(third), "_stt", None), OfflineSpeechToTextStream))
 
 
 async def test_a_hung_model_is_covered_by_a_filler_then_handed_to_the_offline_policy(stack_factory):
