@@ -61,6 +61,7 @@ from streaming_service.engines.booking_language import (
     robust_sentences,
     yes_no_grammar,
 )
+from streaming_service.engines.vendor_capacity import VendorCapacityError
 
 MODEL_RATE = 16000  # the bundled en-us acoustic model's sample rate
 FRAME_MS = 20
@@ -313,7 +314,8 @@ class OfflineSpeechToText(SpeechToText):
 
     async def open_stream(self, call_sid: str) -> SpeechToTextStream:
         if self.max_streams and _Decoding.streams >= self.max_streams:
-            raise EngineError(self.name, f"all {self.max_streams} offline recognisers of this process are in use")
+            # A capacity refusal (metric VendorCapacityExhausted, vendor pocketsphinx), not an outage.
+            raise VendorCapacityError(self.name, f"all {self.max_streams} offline recognisers of the process in use")
         _Decoding.streams += 1  # taken before the first await, so two calls cannot both take the last one
         loop = asyncio.get_running_loop()
         try:

@@ -10,8 +10,9 @@ import pytest
 from bench.offline_stt_wer import DEMO_LINES, DEMO_VOICE, measure_wer, synthesise_call_audio, transcribe
 from shared.audio import mulaw
 from streaming_service.engines.base import TranscriptKind
-from streaming_service.engines.offline_stt import OfflineSpeechToText
+from streaming_service.engines.offline_stt import OfflineSpeechToText, offline_streams_open
 from streaming_service.engines.offline_tts import OfflineTextToSpeech
+from streaming_service.engines.vendor_capacity import VendorCapacityError
 
 # Measured with bench/offline_stt_wer.py: 13.6% in a fresh process (20.7% before the final pass's
 # denoising and fricative band); other synthesis running first moves it by some points (espeak's pitch
@@ -95,6 +96,19 @@ async def test_stt_final_closes_the_turn_and_silence_produces_nothing() -> None:
     assert [e.text for e in finals] == ["what are your hours"]
     assert finals[0].speech_final
     assert [e.kind for e in events].count(TranscriptKind.SPEECH_STARTED) == 1
+
+
+async def test_a_full_process_refuses_a_stream_as_a_capacity_signal_and_frees_it_at_close() -> None:
+    stt = OfflineSpeechToText(max_streams=1)
+    first = await stt.open_stream("CA-1")
+    with pytest.raises(VendorCapacityError):  # VendorCapacityExhausted on the dashboard, not VendorErrors
+        await stt.open_stream("CA-2")
+    await first.close()
+    await first.close()  # a second close frees nothing more
+    second = await stt.open_stream("CA-2")
+    assert offline_streams_open() == 1
+    await second.close()
+    assert offline_streams_open() == 0
 
 
 async def test_stt_word_error_rate_on_the_domain_phrase_set() -> None:
