@@ -10,7 +10,8 @@ pipeline and the language model, not how well real callers are understood.
 `--full` is the harder set: every phrase of `PHRASES + MORE_PHRASES` (over 100) in two espeak-ng voices
 (American, British) at two speeds (140 and 185 words a minute), band-limited to the telephone band
 (300-3400 Hz) with band-limited noise at 20 dB SNR, decoded on one core. It reports WER, the real-time
-factor and the recogniser's memory (peak RSS growth over the process before the first decoder loaded).
+factor and the recogniser's memory (RSS growth of the process and its decoder host, the child process
+that decodes, over the process before the first decoder loaded).
 
     taskset -c 0 .venv/bin/python -m bench.offline_stt_wer --full [--lm domain|default]
 """
@@ -19,12 +20,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import resource
+import os
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
+from bench.call_bench import _proc_rss_mb
 from shared.audio import mulaw
 from streaming_service.engines.base import TranscriptKind
 from streaming_service.engines.offline_stt import LanguageModel, OfflineSpeechToText, domain_sentences
@@ -204,7 +206,7 @@ class FullReport:
 
 async def measure_full(language_model: LanguageModel = "domain", phrases: list[str] | None = None) -> FullReport:
     """Every phrase in every voice at every speed, telephone band and noise; WER, RTF, memory."""
-    before_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before_mb = _proc_rss_mb(os.getpid())
     stt = OfflineSpeechToText(language_model=language_model)
     rng = np.random.default_rng(16)
     results: list[PhraseResult] = []
@@ -222,7 +224,7 @@ async def measure_full(language_model: LanguageModel = "domain", phrases: list[s
                 results.append(PhraseResult(phrase, hypothesis, word_errors(phrase, hypothesis),
                                             mulaw.duration_ms(audio) / 1000))
             by_condition[f"{voice} @ {wpm} wpm"] = WerReport(results[first:], 0.0).wer
-    growth_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before_kb) / 1024
+    growth_mb = _proc_rss_mb(os.getpid()) - before_mb  # the decoder host is alive still: its RSS counts
     return FullReport(WerReport(results, decode_s), growth_mb, len(VOICES) * len(SPEEDS_WPM), by_condition)
 
 

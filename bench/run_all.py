@@ -24,6 +24,8 @@ BENCHMARKS = [
     ("data: number->tenant lookup (warm/cold cache) and booking writes", ["bench.data_bench"]),
     ("lambdas: warm handler latency and cold import time", ["bench.lambda_bench"]),
     ("offline speech recognition: word error rate on synthesised domain phrases", ["bench.offline_stt_wer"]),
+    ("offline speech recognition under load: CPU per stream, falling behind, the loop's lateness (1-10 streams)",
+     ["bench.offline_stt_load"]),
 ]
 
 

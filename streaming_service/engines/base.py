@@ -21,6 +21,10 @@ class EngineError(RuntimeError):
         self.vendor = vendor
 
 
+class VendorCapacityError(EngineError):
+    """The vendor account is at its concurrency limit (ours or the vendor's 429): not an outage."""
+
+
 # --- speech to text --------------------------------------------------------------------------
 
 class TranscriptKind(Enum):

@@ -38,9 +38,9 @@ from streaming_service.engines.base import (
     SpeechToTextStream,
     TranscriptEvent,
     TranscriptKind,
+    VendorCapacityError,
 )
 from streaming_service.engines.deepgram_socket import UncompressedSocket, complete_handshake
-from streaming_service.engines.vendor_capacity import VendorCapacityError
 
 logger = logging.getLogger(__name__)
 

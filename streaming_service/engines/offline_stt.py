@@ -21,24 +21,32 @@ varies between runs; real-time factor 0.14-0.15 on one core). The yes/no pass co
 bench's WER (26.9% without) and makes "yes please" exact (12 of 12 fresh syntheses, 10 of 12 without).
 
 Per-frame work on the event loop is a table lookup and one webrtcvad call (microseconds); audio is
-handed to the recogniser in ~200 ms batches on a shared thread pool, one job at a time per stream.
+handed to the recogniser in ~200 ms batches, one job at a time per stream, in a decoder host: a child
+process (pocketsphinx holds the GIL while it decodes; see `_DecoderHost`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import multiprocessing
+import multiprocessing.util
 import os
 import random
 import re
+import signal
 import tempfile
 import threading
+import time
+import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -54,6 +62,7 @@ from streaming_service.engines.base import (
     SpeechToTextStream,
     TranscriptEvent,
     TranscriptKind,
+    VendorCapacityError,
 )
 from streaming_service.engines.booking_language import (
     YES_NO_ANSWERS,
@@ -61,7 +70,6 @@ from streaming_service.engines.booking_language import (
     robust_sentences,
     yes_no_grammar,
 )
-from streaming_service.engines.vendor_capacity import VendorCapacityError
 
 MODEL_RATE = 16000  # the bundled en-us acoustic model's sample rate
 FRAME_MS = 20
@@ -281,17 +289,127 @@ _NOISE_FLOOR = _high_band_noise(level=400.0)  # bench: level 50 -> 400, WER 32.8
 
 # --- the recogniser -------------------------------------------------------------------------------
 
-_executor = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="sphinx")
+_SPAWN = multiprocessing.get_context("spawn")  # a fresh interpreter: no loop, thread or socket inherited
+_HOSTS_MAX = max(1, min(4, os.cpu_count() or 1))
+_T = TypeVar("_T")
 
 
-class _Decoding:
-    """Offline streams open in this process: process-wide, since the CPU they share is the process's."""
+class _DecoderHost:
+    """A child process holding the decoders of the streams placed on it. pocketsphinx holds the GIL through
+    each decode, a whole-utterance final pass for 100-200 ms: on a thread of the service's own process that
+    made every call's event loop that late (p99 79 ms, worst 195 ms with one stream decoding); here the
+    service only shares the CPU."""
 
+    def __init__(self) -> None:
+        self.executor = ProcessPoolExecutor(max_workers=1, mp_context=_SPAWN, initializer=_host_init)
+        self.streams = 0
+
+    async def call(self, work: Callable[..., _T], *args: Any) -> _T:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, work, *args)
+        except BrokenProcessPool as exc:
+            _Hosts.discard(self)
+            raise EngineError("pocketsphinx", "the recogniser's process died") from exc
+
+
+class _Hosts:
+    """This process's decoder hosts (started as streams need them, up to `_HOSTS_MAX`) and its open streams:
+    counted process-wide, since the CPU they share is the process's."""
+
+    hosts: ClassVar[list[_DecoderHost]] = []
     streams = 0
+
+    @classmethod
+    def place(cls) -> _DecoderHost:
+        """The host with the fewest streams; a new one while every host has some and there is room."""
+        host = min(cls.hosts, key=lambda h: h.streams, default=None)
+        if host is None or (host.streams and len(cls.hosts) < _HOSTS_MAX):
+            if not cls.hosts:
+                # Before multiprocessing joins a process's children at its exit (a worker of the service is
+                # one): a host only leaves when told, and concurrent.futures tells it after that join. Before
+                # the queues' own finalizers too (priority 10), which stop the thread that would tell it.
+                multiprocessing.util.Finalize(None, cls.stop_all, exitpriority=100)
+            host = _DecoderHost()
+            cls.hosts.append(host)
+        return host
+
+    @classmethod
+    def stop_all(cls) -> None:
+        for host in list(cls.hosts):
+            cls.discard(host, wait=True)
+
+    @classmethod
+    def discard(cls, host: _DecoderHost, wait: bool = False) -> None:
+        if host in cls.hosts:
+            cls.hosts.remove(host)
+            host.executor.shutdown(wait=wait, cancel_futures=True)
 
 
 def offline_streams_open() -> int:
-    return _Decoding.streams
+    return _Hosts.streams
+
+
+# --- in a decoder host --------------------------------------------------------------------------------
+
+_HOSTED: dict[str, _Recogniser] = {}  # this host's streams' recognisers, by stream key
+
+
+def _host_init() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the service decides
+    service = os.getppid()
+
+    def leave_with_the_service() -> None:
+        # A service killed outright (OOM, SIGKILL) runs no atexit: its host would live on as an orphan,
+        # ~50 MB each, one more per crash.
+        while os.getppid() == service:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=leave_with_the_service, name="service-watch", daemon=True).start()
+
+
+def _host_warm(language_model: LanguageModel) -> None:
+    _new_decoder(language_model)  # writes the domain model and loads the acoustic one, once per host
+
+
+def _host_models_loaded() -> bool:
+    return _ModelFiles._dir is not None
+
+
+def _host_open(key: str, language_model: LanguageModel) -> None:
+    _HOSTED[key] = _Recogniser(_new_decoder(language_model), YES_NO_SEARCH if language_model == "domain" else None)
+
+
+def _host_start(key: str) -> None:
+    _HOSTED[key].start()
+
+
+def _host_feed(key: str, pcm: npt.NDArray[np.int16], last: bool, trim_ms: int) -> str:
+    return _HOSTED[key].feed(pcm, last=last, trim_ms=trim_ms)
+
+
+def _host_close(key: str) -> None:
+    _HOSTED.pop(key, None)
+
+
+class _HostedRecogniser:
+    """A stream's recogniser, living in a decoder host; it holds one of the process's stream places."""
+
+    def __init__(self, host: _DecoderHost, key: str) -> None:
+        self.host = host
+        self.key = key
+
+    async def start(self) -> None:
+        await self.host.call(_host_start, self.key)
+
+    async def feed(self, pcm: npt.NDArray[np.int16], last: bool, trim_ms: int) -> str:
+        return await self.host.call(_host_feed, self.key, pcm, last, trim_ms)
+
+    async def close(self) -> None:
+        _Hosts.streams -= 1
+        self.host.streams -= 1
+        with contextlib.suppress(Exception):  # a dead host has forgotten it already
+            await self.host.call(_host_close, self.key)
 
 
 class OfflineSpeechToText(SpeechToText):
@@ -306,27 +424,28 @@ class OfflineSpeechToText(SpeechToText):
         self.max_streams = max_streams
 
     async def warm_up(self) -> None:
-        """The first decoder of a process writes the domain model (reading the whole CMU dictionary in
-        Python) and loads the acoustic model: ~450 ms holding the GIL, so every other call's audio stopped
-        with it (the first Deepgram outage a process met, or the first call of a local server). Later
-        decoders take ~20 ms."""
-        await asyncio.get_running_loop().run_in_executor(_executor, _new_decoder, self.language_model)
+        """Start a decoder host and load the models in it: the first decoder of a process writes the domain
+        model (reading the whole CMU dictionary in Python) and loads the acoustic model, ~450 ms, so the
+        first stream (the first call of a local server, or the first Deepgram outage a process meets)
+        would start that late. In the host, the service's loop runs on meanwhile."""
+        await _Hosts.place().call(_host_warm, self.language_model)
 
     async def open_stream(self, call_sid: str) -> SpeechToTextStream:
-        if self.max_streams and _Decoding.streams >= self.max_streams:
+        if self.max_streams and _Hosts.streams >= self.max_streams:
             # A capacity refusal (metric VendorCapacityExhausted, vendor pocketsphinx), not an outage.
             raise VendorCapacityError(self.name, f"all {self.max_streams} offline recognisers of the process in use")
-        _Decoding.streams += 1  # taken before the first await, so two calls cannot both take the last one
-        loop = asyncio.get_running_loop()
+        host = _Hosts.place()  # taken before the first await, so two calls cannot both take the last place
+        _Hosts.streams += 1
+        host.streams += 1
+        recogniser = _HostedRecogniser(host, uuid.uuid4().hex)
         try:
-            decoder = await loop.run_in_executor(_executor, _new_decoder, self.language_model)
+            await host.call(_host_open, recogniser.key, self.language_model)
         except BaseException as exc:
-            _Decoding.streams -= 1
-            if isinstance(exc, RuntimeError):
+            await recogniser.close()
+            if isinstance(exc, RuntimeError) and not isinstance(exc, EngineError):
                 raise EngineError(self.name, f"cannot load the recogniser: {exc}") from exc
             raise
-        yes_no = YES_NO_SEARCH if self.language_model == "domain" else None
-        return OfflineSpeechToTextStream(_Recogniser(decoder, yes_no), self.options)
+        return OfflineSpeechToTextStream(recogniser, self.options)
 
 
 class _Recogniser:
@@ -396,11 +515,11 @@ class _Recogniser:
         return hyp.hypstr if hyp is not None else ""
 
 
-_Job = TranscriptEvent | Callable[[], TranscriptEvent | None] | None  # None closes the stream
+_Job = TranscriptEvent | Callable[[], Awaitable[TranscriptEvent | None]] | None  # None closes the stream
 
 
 class OfflineSpeechToTextStream(SpeechToTextStream):
-    def __init__(self, recogniser: _Recogniser, options: OfflineEndpointingOptions) -> None:
+    def __init__(self, recogniser: _HostedRecogniser, options: OfflineEndpointingOptions) -> None:
         self._recogniser = recogniser
         self._options = options
         self._vad = webrtcvad.Vad(options.vad_aggressiveness)
@@ -462,16 +581,16 @@ class OfflineSpeechToTextStream(SpeechToTextStream):
         self._in_speech = False
         self._voiced_ms = 0
 
-    def _start_job(self) -> None:
-        self._recogniser.start()
+    async def _start_job(self) -> None:
+        await self._recogniser.start()
 
     def _submit_batch(self, last: bool) -> None:
         pcm = np.concatenate(self._pending) if self._pending else np.zeros(0, dtype=np.int16)
         self._pending = []
         trim_ms = max(0, self._silence_ms - self._options.final_silence_kept_ms) if last else 0
 
-        def job() -> TranscriptEvent | None:
-            text = self._recogniser.feed(pcm, last=last, trim_ms=trim_ms)
+        async def job() -> TranscriptEvent | None:
+            text = await self._recogniser.feed(pcm, last=last, trim_ms=trim_ms)
             if last:
                 # An utterance with no words yields no FINAL (as Deepgram), only UTTERANCE_END.
                 return TranscriptEvent(TranscriptKind.FINAL, text, speech_final=True) if text else None
@@ -483,10 +602,9 @@ class OfflineSpeechToTextStream(SpeechToTextStream):
         self._jobs.put_nowait(job)
 
     async def _run_jobs(self) -> None:
-        loop = asyncio.get_running_loop()
         try:
             while (job := await self._jobs.get()) is not None:
-                event = job if isinstance(job, TranscriptEvent) else await loop.run_in_executor(_executor, job)
+                event = job if isinstance(job, TranscriptEvent) else await job()
                 if event is not None:
                     self._events.put_nowait(event)
         except Exception:
@@ -498,6 +616,8 @@ class OfflineSpeechToTextStream(SpeechToTextStream):
     async def events(self) -> AsyncIterator[TranscriptEvent]:
         while (event := await self._events.get()) is not None:
             yield event
+        if self._failed:  # a recogniser that stopped must not look like a caller gone quiet
+            raise EngineError("pocketsphinx", "the recogniser stopped")
 
     async def close(self) -> None:
         if self._closed:
@@ -511,4 +631,4 @@ class OfflineSpeechToTextStream(SpeechToTextStream):
         except Exception as exc:
             raise EngineError("pocketsphinx", str(exc)) from exc
         finally:
-            _Decoding.streams -= 1
+            await self._recogniser.close()

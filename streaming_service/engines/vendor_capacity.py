@@ -33,16 +33,13 @@ from streaming_service.engines.base import (
     SpeechToTextStream,
     TextToSpeech,
     TranscriptEvent,
+    VendorCapacityError,
 )
 from streaming_service.telemetry.call_hooks import current_call_hooks
 
 log = logging.getLogger("voice_agent.capacity")
 
 CapacityReport = Callable[[str, str], None]  # (vendor, account label): a capacity refusal happened
-
-
-class VendorCapacityError(EngineError):
-    """The vendor account is at its concurrency limit (ours or the vendor's 429): not an outage."""
 
 
 def elevenlabs_429(exc: BaseException) -> str:

@@ -139,7 +139,7 @@ class CallTelemetry:
         span = trace.get_current_span()
         if not span.get_span_context().is_valid:
             span = self._call_span
-        from streaming_service.engines.vendor_capacity import VendorCapacityError
+        from streaming_service.engines.base import VendorCapacityError
 
         if isinstance(exc, VendorCapacityError):  # a full account, not an outage
             span.add_event("vendor at capacity", {"vendor": vendor})

@@ -5,14 +5,21 @@ No network and no keys. Audio is synthesised, never recorded, so the results are
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
 import pytest
 
 from bench.offline_stt_wer import DEMO_LINES, DEMO_VOICE, measure_wer, synthesise_call_audio, transcribe
 from shared.audio import mulaw
-from streaming_service.engines.base import TranscriptKind
+from streaming_service.engines.base import EngineError, TranscriptKind, VendorCapacityError
 from streaming_service.engines.offline_stt import OfflineSpeechToText, offline_streams_open
 from streaming_service.engines.offline_tts import OfflineTextToSpeech
-from streaming_service.engines.vendor_capacity import VendorCapacityError
 
 # Measured with bench/offline_stt_wer.py: 13.6% in a fresh process (20.7% before the final pass's
 # denoising and fricative band); other synthesis running first moves it by some points (espeak's pitch
@@ -109,6 +116,71 @@ async def test_a_full_process_refuses_a_stream_as_a_capacity_signal_and_frees_it
     assert offline_streams_open() == 1
     await second.close()
     assert offline_streams_open() == 0
+
+
+async def test_a_dead_decoder_host_fails_its_streams_loudly_and_the_next_stream_gets_a_new_host() -> None:
+    # Decoding runs in a child process (pocketsphinx holds the GIL); if that process dies, its streams
+    # must end in an error the call handles (not look like a caller gone quiet), and free their places.
+    stt = OfflineSpeechToText()
+    audio = await synthesise_call_audio(OfflineTextToSpeech(), "what are your hours")
+    stream = await stt.open_stream("CA-1")
+    dead = stream._recogniser.host  # type: ignore[attr-defined]
+    for pid in list(dead.executor._processes):
+        os.kill(pid, signal.SIGKILL)
+    for frame in mulaw.frames(audio):
+        await stream.send_audio(frame)
+    with pytest.raises(EngineError):
+        async for _ in stream.events():
+            pass
+    with pytest.raises(EngineError):
+        await stream.close()
+    assert offline_streams_open() == 0
+    again = await stt.open_stream("CA-2")
+    assert again._recogniser.host is not dead  # type: ignore[attr-defined]
+    for frame in mulaw.frames(audio):
+        await again.send_audio(frame)
+    await again.close()
+    assert [e.text for e in [e async for e in again.events()] if e.kind is TranscriptKind.FINAL] == \
+        ["what are your hours"]
+
+
+_SERVICE_WITH_A_HOST = textwrap.dedent("""
+    import asyncio, time
+    from streaming_service.engines.offline_stt import OfflineSpeechToText, _Hosts
+
+    async def main() -> None:
+        await OfflineSpeechToText().warm_up()
+        print(next(iter(_Hosts.hosts[0].executor._processes)), flush=True)
+        time.sleep(60)
+
+    asyncio.run(main())
+""")
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("State:"))
+    except (OSError, StopIteration):
+        return False
+    return "Z" not in state.split()[1]  # exited, not yet reaped by whoever adopted it
+
+
+def test_a_decoder_host_leaves_with_a_service_killed_outright() -> None:
+    # SIGKILL or the OOM killer run no atexit: without its own watch, the host would live on, one per crash.
+    service = subprocess.Popen([sys.executable, "-c", _SERVICE_WITH_A_HOST], cwd=Path(__file__).resolve().parents[2],
+                               stdout=subprocess.PIPE, text=True)
+    assert service.stdout is not None
+    host = int(service.stdout.readline())
+    assert _running(host)
+    service.kill()
+    service.wait()
+    deadline = time.monotonic() + 10
+    while _running(host) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    alive = _running(host)
+    if alive:
+        os.kill(host, signal.SIGKILL)
+    assert not alive
 
 
 async def test_stt_word_error_rate_on_the_domain_phrase_set() -> None:
