@@ -77,7 +77,7 @@ class CapacityOptions(BaseModel):
     fleet_heartbeat_interval_s: float = 5.0
     fleet_heartbeat_ttl_s: float = 15.0  # a task silent this long is gone (crashed or stopped)
     # Offline recognisers (Deepgram's fallback, or the `offline` overflow policy) decoding at once in one
-    # process. Each costs ~0.18 of a core (1.35 CPU-s per 7.5 s of speech); a worker at 50 vendor calls uses
+    # process. Each costs 0.11-0.15 of a core (bench/offline_stt_load.py); a worker at 50 vendor calls uses
     # ~0.6, so two more fit in its core and four do not. A call refused one is transferred or told to call back.
     offline_stt_max_streams: int = 2
     stream_retry_attempts: int = 2  # a refused stream is retried this often before the overflow policy

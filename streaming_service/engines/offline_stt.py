@@ -297,8 +297,8 @@ _T = TypeVar("_T")
 class _DecoderHost:
     """A child process holding the decoders of the streams placed on it. pocketsphinx holds the GIL through
     each decode, a whole-utterance final pass for 100-200 ms: on a thread of the service's own process that
-    made every call's event loop that late (p99 79 ms, worst 195 ms with one stream decoding); here the
-    service only shares the CPU."""
+    made every call's event loop that late (p99 42 ms, worst 186 ms with one stream decoding; see
+    bench/offline_stt_load.py); here the service only shares the CPU."""
 
     def __init__(self) -> None:
         self.executor = ProcessPoolExecutor(max_workers=1, mp_context=_SPAWN, initializer=_host_init)

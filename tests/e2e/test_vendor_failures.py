@@ -133,7 +133,7 @@ async def test_stt_unrecoverable_falls_back_to_offline_recogniser(stack_factory)
 @pytest.mark.parametrize("person", ["+15550009999", ""])
 async def test_past_the_process_offline_recognisers_a_caller_is_told_and_put_through(stack_factory, person):
     """Deepgram refuses the key, so every call needs an offline recogniser, and this process may run one
-    (each costs ~0.18 of a core: more would stall every call in it). The first call gets it and goes on;
+    (each costs 0.11-0.15 of a core: more would slow every call of the task). The first call gets it and goes on;
     the second hears why after its greeting and is put through to the tenant's person (or told to call back),
     and the line closes; once the first hangs up, the next call gets the recogniser again."""
     async def tenant_settings(_tenant: str) -> dict[str, Any]:
