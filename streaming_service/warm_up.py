@@ -9,8 +9,8 @@ service reports ready, with no network and no data:
 - one on OpenAI's Chat Completions model, its client answered in-process by httpx's `MockTransport`:
   a handoff (the tool-call path), then a sentence (the text path).
 
-The recognisers warm up too: the offline one (the fallback when Deepgram fails) loads its models once per
-process holding the GIL, which would stop every call's audio for the first call that needs it.
+The recognisers warm up too: the offline one (the fallback when Deepgram fails) starts its decoder host and
+loads its models there, so the first call that needs it does not wait ~1 s for them.
 """
 
 from __future__ import annotations

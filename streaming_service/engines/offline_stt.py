@@ -313,11 +313,9 @@ class _DecoderHost:
 
 
 class _Hosts:
-    """This process's decoder hosts (started as streams need them, up to `_HOSTS_MAX`) and its open streams:
-    counted process-wide, since the CPU they share is the process's."""
+    """This process's decoder hosts, started as streams need them, up to `_HOSTS_MAX`."""
 
     hosts: ClassVar[list[_DecoderHost]] = []
-    streams = 0
 
     @classmethod
     def place(cls) -> _DecoderHost:
@@ -346,7 +344,9 @@ class _Hosts:
 
 
 def offline_streams_open() -> int:
-    return _Hosts.streams
+    """Streams decoding in this process (a dead host's decode nothing): process-wide, since the CPU they
+    share is the process's."""
+    return sum(host.streams for host in _Hosts.hosts)
 
 
 # --- in a decoder host --------------------------------------------------------------------------------
@@ -406,7 +406,6 @@ class _HostedRecogniser:
         return await self.host.call(_host_feed, self.key, pcm, last, trim_ms)
 
     async def close(self) -> None:
-        _Hosts.streams -= 1
         self.host.streams -= 1
         with contextlib.suppress(Exception):  # a dead host has forgotten it already
             await self.host.call(_host_close, self.key)
@@ -418,7 +417,7 @@ class OfflineSpeechToText(SpeechToText):
     def __init__(self, options: OfflineEndpointingOptions | None = None,
                  language_model: LanguageModel = "domain", max_streams: int = 0) -> None:
         """`max_streams`: how many streams may decode at once in this process (0: no limit); past it,
-        `open_stream` refuses (an EngineError) rather than slow every call in the process down."""
+        `open_stream` refuses (a VendorCapacityError) rather than slow every call in the process down."""
         self.options = options or OfflineEndpointingOptions()
         self.language_model: LanguageModel = language_model
         self.max_streams = max_streams
@@ -431,11 +430,10 @@ class OfflineSpeechToText(SpeechToText):
         await _Hosts.place().call(_host_warm, self.language_model)
 
     async def open_stream(self, call_sid: str) -> SpeechToTextStream:
-        if self.max_streams and _Hosts.streams >= self.max_streams:
+        if self.max_streams and offline_streams_open() >= self.max_streams:
             # A capacity refusal (metric VendorCapacityExhausted, vendor pocketsphinx), not an outage.
             raise VendorCapacityError(self.name, f"all {self.max_streams} offline recognisers of the process in use")
         host = _Hosts.place()  # taken before the first await, so two calls cannot both take the last place
-        _Hosts.streams += 1
         host.streams += 1
         recogniser = _HostedRecogniser(host, uuid.uuid4().hex)
         try:
