@@ -24,6 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from shared.settings import Settings
@@ -140,7 +141,7 @@ class CallSession:
         self._spawn(self._open_listener())
         self._spawn(self._watch_silence())
         greeting = str(self.call.tenant_settings.get("greeting") or self.settings.default_greeting)
-        self._start_reply(self._greet(greeting), TurnMetrics(turn=0))
+        self._start_reply(partial(self._greet, greeting), TurnMetrics(turn=0))
         self.state = "speaking"
         self._spawn(self._prepare_agent())
 
@@ -264,7 +265,7 @@ class CallSession:
         # is being said (the greeting, an answer) has been said.
         if self._reply is not None and not self._reply.done():
             await asyncio.wait({self._reply})
-        self._start_reply(self._cannot_listen(), TurnMetrics(turn=self._turn_counter))
+        self._start_reply(self._cannot_listen, TurnMetrics(turn=self._turn_counter))
 
     async def _cannot_listen(self) -> None:
         """No recogniser left (the vendor's is down and this process's offline ones are all in use): a
@@ -300,7 +301,7 @@ class CallSession:
             elif event.kind is TranscriptKind.DELAYED and (self._reply is None or self._reply.done()) \
                     and not self.playback.pending and not self.call.ending:
                 # A long recogniser outage: the caller's words are buffered, not lost; say so once.
-                self._start_reply(self._speak_fixed(APOLOGY_HEARING), TurnMetrics(turn=self._turn_counter))
+                self._start_fixed_reply(APOLOGY_HEARING)
 
     async def _close_caller_turn(self) -> None:
         text = " ".join(self._pending_text).strip()
@@ -411,11 +412,13 @@ class CallSession:
             self.preemptive_misses += 1
         self._drafts_discarded = 0
         self._record("caller", text)
-        self._start_reply(self._respond(text, metrics, draft), metrics)
+        self._start_reply(partial(self._respond, text, metrics, draft), metrics)
 
     # --- replying -----------------------------------------------------------------------------
 
-    def _start_reply(self, body: Awaitable[None], metrics: TurnMetrics) -> None:
+    def _start_reply(self, body: Callable[[], Awaitable[None]], metrics: TurnMetrics) -> None:
+        # `body` makes its coroutine only once the reply runs: a reply cancelled before its first step
+        # (two turns in one batch of recogniser results, a hang-up) leaves no coroutine never awaited.
         self._end_hold()
         self.playback.forget_heard()
         self._reply_metrics = metrics
@@ -424,11 +427,14 @@ class CallSession:
         self.state = "thinking"
         self._reply = asyncio.ensure_future(self._run_reply(body, metrics))
 
-    async def _run_reply(self, body: Awaitable[None], metrics: TurnMetrics) -> None:
+    def _start_fixed_reply(self, text: str) -> None:
+        self._start_reply(partial(self._speak_fixed, text), TurnMetrics(turn=self._turn_counter))
+
+    async def _run_reply(self, body: Callable[[], Awaitable[None]], metrics: TurnMetrics) -> None:
         caller_turn = metrics.speech_end_at is not None
         with self.telemetry.reply(metrics, "caller" if caller_turn else "prompt") as span:
             try:
-                await body
+                await body()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -656,11 +662,11 @@ class CallSession:
             self._quiet_since = time.monotonic()
             if self._reprompts >= options.max_reprompts:
                 log.info("ending call after repeated silence")
-                self._start_reply(self._speak_fixed(options.goodbye_text), TurnMetrics(turn=self._turn_counter))
+                self._start_fixed_reply(options.goodbye_text)
                 self.call.end_call("caller silent")
                 return
             self._reprompts += 1
-            self._start_reply(self._speak_fixed(options.reprompt_text), TurnMetrics(turn=self._turn_counter))
+            self._start_fixed_reply(options.reprompt_text)
 
     async def _digits_after_pause(self) -> None:
         await asyncio.sleep(_DTMF_PAUSE_S)
