@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+import uvloop
 
 from local.call_simulator import SimulatedCall
 from shared.stream_token import mint_stream_token
@@ -102,6 +103,20 @@ def _proc_rss_mb(pid: int) -> float:
             continue
         total += sum(int(line.split()[1]) / 1024 for line in lines if line.startswith("VmRSS:"))
     return total
+
+
+def loop_wakeup_cpu_us(per_second: int = 50, seconds: float = 2.0) -> float:
+    """CPU (us) this machine charges an idle uvloop loop per wakeup, as each Twilio frame arriving on a quiet
+    loop causes one: the floor under every per-call CPU figure here (bench/profile-50-calls.md: 108-256 us on
+    the nested VM this project is developed on, where a C program's bare nanosleep wakeup costs 38 us)."""
+
+    async def wakeups() -> None:
+        for _ in range(round(per_second * seconds)):
+            await asyncio.sleep(1 / per_second)
+
+    before = time.process_time()
+    uvloop.run(wakeups())
+    return round((time.process_time() - before) / (per_second * seconds) * 1e6, 1)
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -203,7 +218,11 @@ def service_env(port: int, urls: dict[str, str], delays: Delays) -> dict[str, st
             "INTERRUPTION__MIN_SPEECH_MS": str(MIN_SPEECH_MS)}
 
 
-async def run_scenario(calls: int, delays: Delays, workers: int = 1) -> dict[str, object]:
+async def run_scenario(calls: int, delays: Delays, workers: int = 1,
+                       confine: Callable[[int], None] | None = None, stagger_s: float | None = None
+                       ) -> dict[str, object]:
+    """`confine`: given the service's pid once it is ready, e.g. to cap its workers' CPU (bench/worker_scaling.py);
+    `stagger_s`: the calls start over this long (default 0.1 s a call, at most 5 s)."""
     fakes, urls = _start_fakes(delays)
     port = free_port()
     env = {**service_env(port, urls, delays), "WORKERS": str(workers)}
@@ -215,6 +234,8 @@ async def run_scenario(calls: int, delays: Delays, workers: int = 1) -> dict[str
     try:
         async with aiohttp.ClientSession() as http:
             await _wait_ready(http, port)
+            if confine is not None:
+                confine(server.pid)
             rss_idle = _proc_rss_mb(server.pid)
             cpu_before = _proc_cpu_s(server.pid)
             fakes_cpu_before = _proc_cpu_s(fakes.pid)
@@ -229,7 +250,7 @@ async def run_scenario(calls: int, delays: Delays, workers: int = 1) -> dict[str
 
             sampler = asyncio.create_task(sample_rss())
             ws_url = f"ws://127.0.0.1:{port}/twilio-stream"
-            stagger_s = min(5.0, 0.1 * calls)
+            stagger_s = min(5.0, 0.1 * calls) if stagger_s is None else stagger_s
             results = await asyncio.gather(*(_one_call(ws_url, http, delays, stagger_s * i / max(1, calls))
                                              for i in range(calls)))
             sampler.cancel()
@@ -305,6 +326,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     parser.add_argument("--workers", type=int, nargs="*", default=[1, 2])
     args = parser.parse_args(argv)
     chosen = {"zero": [ZERO], "realistic": [REALISTIC], "both": [ZERO, REALISTIC]}[args.delays]
+    print(json.dumps({"machine_cpu_us_per_loop_wakeup": loop_wakeup_cpu_us()}), flush=True)
     rows = []
     for delays in chosen:
         for workers in args.workers:

@@ -15,6 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = [
     ("pipeline: concurrent calls (1, 10, 50, 100; 1 and 2 workers) at zero and realistic vendor delays",
      ["bench.call_bench"]),
+    ("worker scaling: the calls a task of 2 vCPUs (CPU quotas) holds within a 1 s voice-to-voice p95, 1 and 2 workers",
+     ["bench.worker_scaling"]),
     ("turn-taking: false interruptions, barge-in and voice-to-voice by turn type (1 and 50 calls)",
      ["bench.turn_bench"]),
     ("vendor capacity: 10 more callers than the Deepgram budget, one tenant per overflow policy",
