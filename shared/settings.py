@@ -177,7 +177,7 @@ class Settings(BaseSettings):
     # Limits
     max_ws_message_bytes: int = 64 * 1024
     # Admission cap of this task (0: none). When full, new streams are refused and /ready answers 503.
-    # With WORKERS > 1 the cap is split across the workers (streaming_service/workers.py `worker_cap`).
+    # With WORKERS > 1 every worker admits against the whole task's calls (streaming_service/workers.py).
     max_calls_per_task: int = 0
     # Worker processes of `python -m streaming_service` on one port (SO_REUSEPORT): one per vCPU in ECS
     # (infra sets it from the task size); 1, the default, keeps the single-process server.

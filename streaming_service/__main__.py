@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
 
 from shared.settings import Settings, get_settings
 from shared.structured_logging import configure_logging
-from streaming_service.workers import supervise
+from streaming_service.workers import WorkerSlot, supervise
 
 log = logging.getLogger("voice_agent")
 
 
-async def run(settings: Settings, live_calls_changed: Callable[[int], None] | None = None,
-              reuse_port: bool = False) -> int:
-    """The service in this process. `live_calls_changed` and `reuse_port`: set in a worker of several
+async def run(settings: Settings, worker: WorkerSlot | None = None, reuse_port: bool = False) -> int:
+    """The service in this process. `worker` and `reuse_port`: set in a worker of several
     (streaming_service/workers.py)."""
     from streaming_service.app import create_app
     from streaming_service.data_layer import ServiceData
@@ -41,7 +39,7 @@ async def run(settings: Settings, live_calls_changed: Callable[[int], None] | No
                      tenant_settings=data.tenant_settings() if data else None, telemetry=telemetry,
                      stream_claims=data.stream_claims() if data else None,
                      capacity=data.capacity(settings) if data and settings.redis_url else None, data=data,
-                     live_calls_changed=live_calls_changed)
+                     worker=worker)
     if data is not None:
         data.mount_tenant_api(app)
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
@@ -26,6 +26,7 @@ from streaming_service.stream_handler import handle_twilio_stream
 from streaming_service.task_protection import TaskProtection
 from streaming_service.telemetry.service_telemetry import ServiceTelemetry
 from streaming_service.warm_up import warm_up_agents, warm_up_recognisers
+from streaming_service.workers import WorkerSlot
 
 SERVICE_NAME = "Programmable Voice Agent"
 
@@ -65,8 +66,10 @@ async def _telemetry_lifetime(app: web.Application) -> AsyncIterator[None]:
         reporter = asyncio.create_task(state.telemetry.report_active_calls(lambda: len(state.sessions)))
     heartbeat = None
     if state.capacity is not None:
+        # The task's calls (every worker's) against the task's cap: the fleet sees room here exactly when
+        # this worker would admit a call.
         heartbeat = asyncio.create_task(state.capacity.run(
-            lambda: len(state.sessions), state.settings.max_calls_per_task, lambda: state.draining,
+            lambda: state.task_calls, state.settings.max_calls_per_task, lambda: state.draining,
             state.telemetry.metrics if state.telemetry.metrics.writer.enabled else None))
     protection = None
     if state.reports_task and state.settings.ecs_agent_uri:
@@ -95,12 +98,13 @@ def create_app(settings: Settings, engines: Engines, recorder: CallRecorder | No
                tenant_settings: TenantSettingsLookup | None = None,
                telemetry: ServiceTelemetry | None = None, stream_claims: StreamClaims | None = None,
                capacity: ServiceCapacity | None = None, data: ServiceData | None = None,
-               live_calls_changed: Callable[[int], None] | None = None) -> web.Application:
+               worker: WorkerSlot | None = None) -> web.Application:
     """`stream_claims`: shared through the service's Redis when it has one, else held in this process.
     `capacity`: vendor budgets and fleet heartbeats through that Redis (None: no limits counted).
     `data`: where tenants' own vendor keys are read (None: every call uses the platform's accounts).
-    `live_calls_changed`: set in a worker of several; it then reports its live calls there and leaves the
-    ActiveCalls gauge and scale-in protection to the supervisor (streaming_service/workers.py)."""
+    `worker`: set in a worker of several; it then reports its live calls there, admits calls against the whole
+    task's, and leaves the ActiveCalls gauge and scale-in protection to the supervisor
+    (streaming_service/workers.py)."""
     app = web.Application(client_max_size=settings.max_ws_message_bytes)
     app[CLAIMS] = stream_claims or StreamClaims()
     app[PENDING] = PendingSockets(settings.stream_admission.max_pending_per_address)
@@ -109,7 +113,7 @@ def create_app(settings: Settings, engines: Engines, recorder: CallRecorder | No
                                 telemetry=telemetry or ServiceTelemetry.from_settings(settings),
                                 capacity=capacity,
                                 call_engines=CallEngineFactory(settings, engines, capacity, data).for_call,
-                                reports_task=live_calls_changed is None, live_calls_changed=live_calls_changed)
+                                worker=worker)
     app.cleanup_ctx.append(_telemetry_lifetime)
     app.on_startup.append(_warm_up)
     app.router.add_get("/", health)

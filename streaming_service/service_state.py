@@ -19,6 +19,7 @@ from streaming_service.engines.base import CallContext
 from streaming_service.phrase_cache import PhraseCache
 from streaming_service.task_protection import TaskProtection, Wanted
 from streaming_service.telemetry.service_telemetry import ServiceTelemetry
+from streaming_service.workers import WorkerSlot
 
 log = logging.getLogger("voice_agent.service")
 
@@ -51,16 +52,33 @@ class ServiceState:
     protection: TaskProtection | None = None
     call_engines: CallEngineSource | None = None
     capacity: Any = None  # streaming_service.fleet_capacity.ServiceCapacity when Redis is shared
-    # The task-level duties (ActiveCalls gauge, scale-in protection): False in a worker of several, whose
-    # supervisor runs them for the whole task from `live_calls_changed` (streaming_service/workers.py).
-    reports_task: bool = True
-    live_calls_changed: Callable[[int], None] | None = None
+    # In a worker of several: its slot in the task's shared call counts. The task-level duties (ActiveCalls
+    # gauge, scale-in protection) are then the supervisor's, from those counts (streaming_service/workers.py).
+    worker: WorkerSlot | None = None
     _drained: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def reports_task(self) -> bool:
+        return self.worker is None
+
+    @property
+    def own_calls(self) -> int:
+        """This process's calls, the streams it is admitting included."""
+        return len(self.sessions) + self.admitting
+
+    @property
+    def task_calls(self) -> int:
+        """The task's calls: this process's, and in a worker of several the other workers' too."""
+        return self.own_calls + (self.worker.others() if self.worker is not None else 0)
 
     @property
     def full(self) -> bool:
         cap = self.settings.max_calls_per_task
-        return cap > 0 and len(self.sessions) + self.admitting >= cap
+        return cap > 0 and self.task_calls >= cap
+
+    def admitting_changed(self, by: int) -> None:
+        self.admitting += by
+        self._changed()
 
     def wanted_protection(self) -> Wanted:
         return Wanted(live_calls=len(self.sessions), draining=self.draining)
@@ -68,8 +86,8 @@ class ServiceState:
     def _changed(self) -> None:
         if self.protection is not None:
             self.protection.changed()
-        if self.live_calls_changed is not None:
-            self.live_calls_changed(len(self.sessions))
+        if self.worker is not None:
+            self.worker.publish(self.own_calls)
 
     def register(self, session: CallSession) -> None:
         self.sessions[session.call.call_sid] = session

@@ -99,11 +99,11 @@ async def handle_twilio_stream(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(max_msg_size=state.settings.max_ws_message_bytes)
     # Counted against the cap from here until its session registers (or the socket gives up): a burst of
     # upgrades all passing the check before any session exists would otherwise overshoot the cap.
-    state.admitting += 1
+    state.admitting_changed(+1)
     try:
         await ws.prepare(request)
     except BaseException:
-        state.admitting -= 1
+        state.admitting_changed(-1)
         raise
     admitting = True
     state.active_connections += 1
@@ -113,7 +113,7 @@ async def handle_twilio_stream(request: web.Request) -> web.StreamResponse:
             start = await _await_start(ws, state)
         if start is not None:
             session = await _open_session(ws, state, start, request.app[CLAIMS])
-        state.admitting -= 1
+        state.admitting_changed(-1)
         admitting = False
         if session is not None:
             await _pump(ws, session, state)
@@ -123,7 +123,7 @@ async def handle_twilio_stream(request: web.Request) -> web.StreamResponse:
     finally:
         state.active_connections -= 1
         if admitting:
-            state.admitting -= 1
+            state.admitting_changed(-1)
         if session is not None:
             await session.close("stream closed")
             state.unregister(session)

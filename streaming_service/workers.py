@@ -3,14 +3,17 @@
 With `WORKERS` > 1, `python -m streaming_service` becomes a supervisor that spawns that many workers. Each
 worker is the ordinary service (streaming_service/__main__.py `run`) listening with SO_REUSEPORT, so the
 kernel spreads new connections across them. Each worker keeps its own:
-- admission cap: `max_calls_per_task` split across the workers (`worker_cap`; 0 stays "no cap"). The kernel
-  picks the worker by a hash of the connection, not by load, so a worker may refuse a call (503) while
-  another still has room; the task as a whole never holds more than `max_calls_per_task` (or one call per
-  worker when the cap is smaller than the worker count: a share of 0 would mean "no cap").
+- admission: every worker admits a call while the *task* is under `max_calls_per_task`, counting the calls
+  (and the streams being admitted) of every worker from the shared slots below (`WorkerSlot`). The kernel
+  picks the worker by a hash of the connection, not by load, so the workers' shares drift apart at random: a
+  cap split into fixed halves refused calls the task had room for (at 70 of 80 calls, one worker of two
+  already holds its 40 more than one time in four: 28 %). A worker may so hold more than half the task's calls. Each worker checks
+  and counts an admission in one step of its loop, so the task passes its cap only by calls that other workers
+  admit in those same few microseconds (at most one each).
 - draining: the supervisor forwards SIGTERM to every worker; each drains its own live calls.
 
 What belongs to the whole task runs in the supervisor alone, from the workers' live-call counts in a small
-shared-memory array (one slot per worker, written only by that worker on every register/unregister):
+shared-memory array (one slot per worker, written only by that worker whenever its count changes):
 - the `ActiveCalls` EMF gauge (the sum of the slots, on the usual fixed cadence);
 - ECS scale-in protection (set while any worker has a call, cleared when all are idle or the task drains).
 Workers run neither. The supervisor reads the slots every `POLL_S`, so protection follows a new call
@@ -31,6 +34,7 @@ import os
 import signal
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -49,12 +53,19 @@ RESPAWN_AFTER_S = 5.0  # a worker that dies is replaced, but no sooner than this
 _SPAWN = multiprocessing.get_context("spawn")  # fresh interpreters: no loop, thread or socket inherited
 
 
-def worker_cap(task_cap: int, workers: int, index: int) -> int:
-    """Worker `index`'s share of the task's cap; the shares add up to the cap (0: no cap anywhere)."""
-    if task_cap <= 0:
-        return 0
-    share = task_cap // workers + (1 if index < task_cap % workers else 0)
-    return max(1, share)
+@dataclass(frozen=True)
+class WorkerSlot:
+    """A worker's slot in the task's shared call counts: it writes its own, reads the others'."""
+
+    live: Any  # multiprocessing Array("i"), one slot per worker
+    index: int
+
+    def publish(self, calls: int) -> None:
+        self.live[self.index] = calls
+
+    def others(self) -> int:
+        """The calls on the task's other workers (a word-sized read of each slot: no lock needed)."""
+        return sum(self.live[:]) - self.live[self.index]
 
 
 class _WorkerTag(logging.Filter):
@@ -67,7 +78,7 @@ class _WorkerTag(logging.Filter):
         return True
 
 
-def _worker(index: int, workers: int, live: Any) -> None:
+def _worker(index: int, live: Any) -> None:
     """A worker process: the service on the shared port, reporting its live calls into `live[index]`."""
     from streaming_service.__main__ import run  # here, not at the top: __main__ imports this module
     from streaming_service.server import run_event_loop
@@ -76,13 +87,7 @@ def _worker(index: int, workers: int, live: Any) -> None:
     configure_logging(settings.log_level)
     for handler in logging.getLogger().handlers:
         handler.addFilter(_WorkerTag(index))
-    cap = worker_cap(settings.max_calls_per_task, workers, index)
-    settings = settings.model_copy(update={"max_calls_per_task": cap})
-
-    def changed(live_calls: int) -> None:
-        live[index] = live_calls
-
-    run_event_loop(run(settings, live_calls_changed=changed, reuse_port=True))
+    run_event_loop(run(settings, worker=WorkerSlot(live, index), reuse_port=True))
 
 
 class Supervisor:
@@ -97,7 +102,7 @@ class Supervisor:
     def _spawn(self, index: int) -> BaseProcess:
         self.live[index] = 0
         self.started_at[index] = time.monotonic()
-        process = _SPAWN.Process(target=_worker, args=(index, self.count, self.live), name=f"worker-{index}")
+        process = _SPAWN.Process(target=_worker, args=(index, self.live), name=f"worker-{index}")
         process.start()
         log.info("worker started", extra={"worker": index, "worker_pid": process.pid})
         return process

@@ -23,6 +23,7 @@ from streaming_service.app import create_app
 from streaming_service.call_recorder import CallRecorder
 from streaming_service.engines.factory import build_engines
 from streaming_service.service_state import STATE, ServiceState, TenantSettingsLookup
+from streaming_service.workers import WorkerSlot
 from tests.fakes.deepgram_server import FakeDeepgram
 from tests.fakes.elevenlabs_server import FakeElevenLabs
 from tests.fakes.openai_server import FakeOpenAI
@@ -100,13 +101,13 @@ class VoiceStack:
 async def start_stack(fakes: tuple[FakeDeepgram, FakeElevenLabs, FakeOpenAI], *,
                       recorder: CallRecorder | None = None, tenant_settings: TenantSettingsLookup | None = None,
                       engines_data: Any = None, call_class: type[SimulatedCall] = SimulatedCall,
-                      caller_speed: float = 1.0, **overrides: Any) -> VoiceStack:
+                      caller_speed: float = 1.0, worker: WorkerSlot | None = None, **overrides: Any) -> VoiceStack:
     """The service as `python -m streaming_service` builds it (engines from Settings, so the OpenAI agent
     falls back to the offline policy and ElevenLabs to the offline voice), on a loopback port."""
     dg, el, oa = fakes
     settings = vendor_settings(dg, el, oa, **overrides)
     app = create_app(settings, build_engines(settings, engines_data), recorder=recorder,
-                     tenant_settings=tenant_settings)
+                     tenant_settings=tenant_settings, worker=worker)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1)
     await runner.setup()
     port = free_port()

@@ -5,6 +5,7 @@ per-task call cap. The agent is the rehearsal's fake (local/rehearsal/ecs.py), w
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 
 import aiohttp
 import pytest
@@ -12,6 +13,7 @@ from aiohttp import web
 
 from local.rehearsal.ecs import EcsAgent
 from streaming_service.task_protection import TASK_ROLE_ACTIONS, ProtectionOptions, TaskProtection, Wanted
+from streaming_service.workers import WorkerSlot
 from tests.e2e.conftest import free_port, wait_until
 
 TASK_ARN = "arn:aws:ecs:us-east-1:123456789012:task/voiceagent/test"
@@ -102,3 +104,26 @@ async def test_a_burst_of_upgrades_never_overshoots_the_cap(stack_factory) -> No
     assert len(refused) == 3 and all(o.status == 503 for o in refused)
     await wait_until(lambda: len(stack.state.sessions) == 2)
     assert stack.state.admitting == 0 and stack.state.refused_full == 3
+
+
+async def test_a_worker_of_several_admits_against_the_whole_task_and_publishes_its_calls(stack_factory) -> None:
+    # This service is worker 0 of a task of two; slot 1 of the task's shared counts is the other worker's.
+    live = multiprocessing.get_context("spawn").Array("i", 2, lock=False)
+    live[1] = 2
+    stack = await stack_factory(max_calls_per_task=3, worker=WorkerSlot(live, 0))
+    async with stack.call() as first:
+        await wait_until(lambda: live[0] == 1)
+        # 2 there and 1 here: the task is full, whatever this worker alone holds.
+        refused = stack.call()
+        with pytest.raises(aiohttp.WSServerHandshakeError) as full:
+            await refused.connect()
+        assert full.value.status == 503
+        # The other worker's calls end: this one takes the task's whole cap, not a fixed half of it.
+        live[1] = 0
+        async with stack.call() as second, stack.call() as third:
+            await wait_until(lambda: all(stack.session(c) is not None for c in (first, second, third)))
+            assert live[0] == 3
+            async with aiohttp.ClientSession() as http, http.get(f"{stack.http_url}/ready") as ready:
+                assert ready.status == 503 and (await ready.json())["status"] == "full"
+    await wait_until(lambda: live[0] == 0)
+    assert stack.state.refused_full == 1

@@ -14,6 +14,7 @@ import signal
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from local.rehearsal.ecs import EcsAgent
@@ -144,3 +145,38 @@ async def test_a_worker_that_dies_is_replaced_and_the_port_keeps_serving(tmp_pat
         service.stop()
     assert any(e.get("message") == "worker exited; starting another" and e.get("worker") == 1
                for e in _log_entries(service))
+
+
+async def test_two_workers_admit_up_to_the_task_cap_wherever_the_kernel_puts_the_calls(tmp_path: Path) -> None:
+    # The kernel hashes each connection to a worker: 8 calls split 4/4 only about one time in four. Fixed halves
+    # of the cap refused the 5th call on a worker even when the task had room; the task's cap holds across both.
+    cap = 8
+    service = ServiceProcess(tmp_path / "service.log", {"WORKERS": "2", "MAX_CALLS_PER_TASK": str(cap)})
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+            await service.start(http)
+            await wait_until(lambda: sorted(e.get("worker") for e in _log_entries(service)  # type: ignore[type-var]
+                                            if e.get("message") == "serving") == [0, 1], timeout_s=60)
+            calls = [service.call(http, tenant_id="workers") for _ in range(cap)]
+            for sim in calls:  # one at a time: each registered (and counted by both workers) before the next
+                await sim.connect()
+                await wait_until(lambda: _worker_of(service, sim.call_sid) is not None)  # noqa: B023 - awaited here
+            workers = {_worker_of(service, sim.call_sid) for sim in calls}
+            over = service.call(http, tenant_id="workers")
+            with pytest.raises(aiohttp.WSServerHandshakeError) as full:
+                await over.connect()
+            assert full.value.status == 503
+            for sim in calls:
+                await sim.hang_up()
+            # Room again once the calls have ended, on whichever worker the next call lands.
+            again = service.call(http, tenant_id="workers")
+            await wait_until(lambda: service.log_text().count('"message": "call closed"') == cap, timeout_s=30)
+            await again.connect()
+            await wait_until(lambda: _worker_of(service, again.call_sid) is not None)
+            await again.hang_up()
+    finally:
+        service.stop()
+    assert workers <= {0, 1}
+    refusals = [e for e in _log_entries(service) if e.get("message") == "stream refused: task at its call cap"]
+    assert len(refusals) == 1
+    assert "Traceback" not in service.log_text()
