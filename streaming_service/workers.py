@@ -7,9 +7,9 @@ kernel spreads new connections across them. Each worker keeps its own:
   (and the streams being admitted) of every worker from the shared slots below (`WorkerSlot`). The kernel
   picks the worker by a hash of the connection, not by load, so the workers' shares drift apart at random: a
   cap split into fixed halves refused calls the task had room for (at 70 of 80 calls, one worker of two
-  already holds its 40 more than one time in four: 28 %). A worker may so hold more than half the task's calls. Each worker checks
-  and counts an admission in one step of its loop, so the task passes its cap only by calls that other workers
-  admit in those same few microseconds (at most one each).
+  already holds its 40 more than one time in four: 28 %). A worker may so hold more than half the task's
+  calls. Each worker checks and counts an admission in one step of its loop, so the task passes its cap only
+  by calls that other workers admit in those same few microseconds (at most one each).
 - draining: the supervisor forwards SIGTERM to every worker; each drains its own live calls.
 
 What belongs to the whole task runs in the supervisor alone, from the workers' live-call counts in a small
