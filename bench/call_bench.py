@@ -196,6 +196,17 @@ def _server_turns(log_path: Path) -> list[dict[str, float]]:
     return turns
 
 
+def calls_per_worker(log_path: Path) -> list[int]:
+    """How many calls each worker took (the kernel's hash, not load, picks the worker)."""
+    started: dict[int, int] = {}
+    for line in log_path.read_text().splitlines():
+        if '"call started"' in line:
+            with contextlib.suppress(ValueError):
+                worker = int(json.loads(line).get("worker", 0))
+                started[worker] = started.get(worker, 0) + 1
+    return [started[worker] for worker in sorted(started)]
+
+
 def loop_stalls(log_path: Path) -> list[int]:
     """[how many, the longest ms]: the service's event loop stalls of 200 ms or more (each logged), heard on
     every live call at once."""
@@ -296,6 +307,7 @@ async def run_scenario(calls: int, delays: Delays, workers: int = 1,
         "first_error": next((r.error for r in results if r.error), ""),
         "loop_stalls_count_longest_ms": loop_stalls(log_path),
         "service_stuck_after_sigterm": stuck,
+        "calls_per_worker": calls_per_worker(log_path) if workers > 1 else [calls],
     }
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 from bench.call_bench import REALISTIC, _process_tree, run_scenario
 
 STEP_FIGURES = ("calls", "errors", "voice_to_voice_p95_ms", "pipeline_own_p95_ms", "cpu_s_per_call_minute",
-                "cpu_share_service_fakes_callers")
+                "cpu_share_service_fakes_callers", "calls_per_worker")
 ARRIVALS_S = 5.0  # every step's calls start over the same 5 s: the step's size, not a burst, is what differs
 PERIOD_US = 10_000  # short periods: a throttled worker waits at most one period, not the default 100 ms
 V1_ROOT = Path("/sys/fs/cgroup/cpu")
