@@ -107,7 +107,7 @@ def _proc_rss_mb(pid: int) -> float:
 
 def loop_wakeup_cpu_us(per_second: int = 50, seconds: float = 2.0) -> float:
     """CPU (us) this machine charges an idle uvloop loop per wakeup, as each Twilio frame arriving on a quiet
-    loop causes one: the floor under every per-call CPU figure here (bench/profile-50-calls.md: 108-256 us on
+    loop causes one: the floor under every per-call CPU figure here (bench/profile-50-calls.md: 108-289 us on
     the nested VM this project is developed on, where a C program's bare nanosleep wakeup costs 38 us)."""
 
     async def wakeups() -> None:

@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import json
 import os
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -135,11 +134,9 @@ def confiner(task: CpuQuota, workers: int, vcpu: float) -> Callable[[int], None]
             task.child("worker-0", vcpu).add(pid)
             return
         task.child("supervisor", None).add(pid)
-        deadline = time.monotonic() + 30
-        while len(found := _workers(pid)) < workers:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{len(found)} of {workers} workers started")
-            time.sleep(0.1)
+        found = _workers(pid)  # run_scenario calls this once every worker logged "serving"
+        if len(found) != workers:
+            raise RuntimeError(f"{len(found)} of {workers} workers found")
         for index, worker in enumerate(found):
             task.child(f"worker-{index}", vcpu).add(worker)
 
