@@ -457,6 +457,7 @@ class CallSession:
     async def _respond(self, user_text: str, metrics: TurnMetrics, draft: PreemptiveDraft | None = None) -> None:
         pieces: asyncio.Queue[_Piece | None] = asyncio.Queue()
         said: list[str] = []  # everything queued for speech, in order
+        chunker = SentenceChunker()
         silence = self.settings.silence
         acknowledging: list[asyncio.Task[None]] = []
 
@@ -477,7 +478,6 @@ class CallSession:
                 acknowledging.append(group.create_task(acknowledge_soon()))
 
         async def think() -> None:
-            chunker = SentenceChunker()
             metrics.agent_started_at = draft.started_at if draft is not None else time.monotonic()
             events = draft.events() if draft is not None else \
                 self.engines.agent.run_turn(self.call, self.conversation, user_text)
@@ -524,10 +524,14 @@ class CallSession:
 
         async def speak() -> None:
             while (piece := await pieces.get()) is not None:
-                # Stitching: the reply's text so far and the next piece, when it is already known.
+                # Stitching: the reply's text so far and what follows, as far as it is known: the next
+                # piece, or the words already streamed past this one (a first piece cut mid-sentence is
+                # voiced as going on, not as ending).
                 index = piece.said_index
                 previous = " ".join(said[:index]) if index is not None else ""
-                following = said[index + 1] if index is not None and index + 1 < len(said) else ""
+                following = ""
+                if index is not None:
+                    following = said[index + 1] if index + 1 < len(said) else "" if piece.phrase else chunker.held
                 await self.voice.speak(piece.text, metrics, phrase=piece.phrase, previous_text=previous,
                                        next_text=following)
 

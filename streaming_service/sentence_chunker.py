@@ -3,9 +3,9 @@
 The first piece decides time to first audio, so it goes at the reply's first natural break (a comma,
 semicolon, colon or dash) once it holds `first_clause_min_chars`, or, in a long sentence with no such
 mark, where a new phrase begins (before "and", "in", "to"...) once it holds `first_phrase_min_chars`
-(the voice is told the text around it, so it keeps the sentence's tune); later pieces go at sentence ends, so
-each keeps its prosody (a clause is cut only from a sentence past `min_clause_chars`). Abbreviations
-("Dr.", "e.g.") and decimals ("3.5") do not end a sentence.
+(the voice is told the text around it, `held` included, so it keeps the sentence's tune); later pieces go
+at sentence ends, so each keeps its prosody (a clause is cut only from a sentence past `min_clause_chars`).
+Abbreviations ("Dr.", "e.g.") and decimals ("3.5") do not end a sentence.
 """
 
 from __future__ import annotations
@@ -39,6 +39,11 @@ class SentenceChunker:
                 pieces.append(piece)
                 self._pieces += 1
         return pieces
+
+    @property
+    def held(self) -> str:
+        """Text streamed past the last piece, not yet a piece: what the voice is told comes next."""
+        return self._buffer.strip()
 
     def flush(self) -> list[str]:
         """The end of the reply: whatever is left is the last piece."""

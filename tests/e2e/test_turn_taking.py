@@ -131,3 +131,18 @@ async def test_mm_hm_in_the_pause_between_sentences_is_not_a_turn(stack):
     assert user_messages(stack.openai) == ["What do you offer"]  # the mm-hm never reached the model
     assert session.backchannels == 1 and session.barge_ins == 0
     assert session.conversation.last_assistant_text() == f"{first} {second}"
+
+
+async def test_a_first_piece_cut_mid_sentence_is_voiced_as_going_on(stack):
+    """The first piece goes before its sentence ends (first audio sooner); the voice is told the words
+    already streamed after it, so the cut sounds like a sentence going on, not ending."""
+    stack.openai.inter_token_delay_s = 0.02
+    answer = "We are open from nine in the morning to five in the evening on weekdays."
+    stack.openai.script(answer)
+    async with stack.call() as caller:
+        await _ask_and_wait_for_audio(stack, caller, "When are you open")
+        await caller.wait_for_agent(since=time.monotonic(), quiet_s=1.0)
+    first, rest = (r for r in stack.elevenlabs.requests if answer.startswith(r.text) or answer.endswith(r.text))
+    assert first.text == "We are open from nine in the morning"  # cut where a phrase begins, mid-sentence
+    assert first.body.get("next_text", "").startswith("to")  # ...and voiced as going on
+    assert rest.text == "to five in the evening on weekdays." and rest.body.get("previous_text") == first.text

@@ -54,3 +54,12 @@ def test_first_piece_goes_at_the_first_natural_break_after_twenty_characters():
 def test_a_short_opening_comma_and_a_dash_break():
     assert stream("Sure, we have a slot on Tuesday morning - shall I book it?")[0] == \
         "Sure, we have a slot on Tuesday morning -"
+
+
+def test_held_is_the_text_streamed_past_the_last_piece():
+    chunker = SentenceChunker()
+    assert chunker.push("We are open from nine in the morning to ") == ["We are open from nine in the morning"]
+    assert chunker.held == "to"
+    chunker.push("five.")
+    assert chunker.held == "to five."
+    assert chunker.flush() == ["to five."] and chunker.held == ""
