@@ -5,7 +5,9 @@ own process; the fakes have realistic delays (300 ms endpointing, 350 ms to the 
 15 ms a token, 250 ms to the voice's first byte). Each call greets, then plays rounds of three turns:
 
 - a plain answer, a long first sentence (both ~5-8 s of audio), a tool call on a plain question (routed
-  to the general agent by its words) and a handoff with a tool call (words triage must route);
+  to the general agent by its words), a handoff with a tool call (words triage must route), and a
+  hesitant question (a 140-260 ms pause mid-sentence, under the endpointing: one turn, whose first
+  draft the caller's later words outrun);
 - over the first two answers the caller does one thing, in turn: a backchannel ("mm-hm", "uh-huh",
   "yeah", "right", "okay", "sure"), a cough or a burst of line noise (200-800 ms at three loudness
   levels), or a true barge-in (real words).
@@ -17,7 +19,8 @@ Reported per scenario:
 - backchannels that reached the model as a turn (target 0);
 - true barge-in p50/p95: the first frame of the caller's words sent -> `clear` received;
 - voice-to-voice p50/p95 by turn type: the caller's speech end -> the first reply frame received;
-- preemptive-generation hit rate (when the service reports it).
+- preemptive-generation hit rate (when the service reports it), and the drafts discarded per turn (model
+  runs paid for and not used).
 `--hold-clear` measures the other design: `clear` only once the recogniser has heard words.
 """
 
@@ -38,6 +41,7 @@ import aiohttp
 
 from bench.call_bench import REALISTIC, _pct, _proc_cpu_s, _wait_ready, loop_stalls, service_env
 from local.call_simulator import SimulatedCall
+from shared.audio import mulaw
 from shared.settings import SilenceOptions
 from shared.stream_token import mint_stream_token
 from streaming_service.backchannel import is_backchannel
@@ -64,8 +68,9 @@ HANDOFF_A = "On Sundays we are closed, but we are open the other six days."
 FILLER = SilenceOptions().thinking_filler_text
 BARGE_Q = "Sorry can you say that again"
 BARGE_A = "Of course."
+HESITANT_PARTS = ("I would like to know", "your opening hours")  # said with a pause between
 TURNS = {"plain": (PLAIN_Q, PLAIN_A), "long_first_sentence": (LONG_Q, LONG_A), "routed_tool": (TOOL_Q, TOOL_A),
-         "handoff_tool": (HANDOFF_Q, HANDOFF_A)}
+         "handoff_tool": (HANDOFF_Q, HANDOFF_A), "hesitant": (" ".join(HESITANT_PARTS), PLAIN_A)}
 
 BACKCHANNELS = ["mm-hm", "uh-huh", "yeah", "right", "okay", "sure"]
 SOUNDS = [(kind, ms, gain) for kind in ("cough", "noise") for ms in (200, 350, 500, 800) for gain in (0.5, 1.0, 2.0)]
@@ -158,7 +163,11 @@ async def _wait(predicate: Any, timeout_s: float) -> bool:
 async def _turn(sim: SimulatedCall, kind: str, disturbance: tuple[str, Any] | None, results: Results,
                 rng: random.Random) -> None:
     question, answer = TURNS[kind]
-    spoken_at = await sim.say(marked_speech(question))
+    speech = marked_speech(question)
+    if kind == "hesitant":
+        pause_ms = 20 * rng.randint(7, 13)
+        speech = marked_speech(HESITANT_PARTS[0]) + mulaw.silence(pause_ms) + marked_speech(HESITANT_PARTS[1])
+    spoken_at = await sim.say(speech)
     recording_from = len(sim.recording.agent)
     if not await _wait(lambda: sim.first_audio_after(spoken_at) is not None, 20):
         raise TimeoutError(f"no answer to {kind}")
@@ -215,6 +224,7 @@ async def _one_call(ws_url: str, http: aiohttp.ClientSession, index: int, rounds
             await _turn(sim, "long_first_sentence", _disturbance(n + 1), results, rng)
             await _turn(sim, "routed_tool", None, results, rng)
             await _turn(sim, "handoff_tool", None, results, rng)
+            await _turn(sim, "hesitant", None, results, rng)
     except Exception as exc:  # a failed call is a figure, not a crash of the bench
         results.errors.append(f"{type(exc).__name__}: {exc}")
     finally:
@@ -222,14 +232,18 @@ async def _one_call(ws_url: str, http: aiohttp.ClientSession, index: int, rounds
 
 
 def _preemptive(log_path: Path) -> dict[str, int]:
-    counts = {"hits": 0, "misses": 0}
+    counts = {"hits": 0, "misses": 0, "turns": 0, "discarded": 0}
     for line in log_path.read_text().splitlines():
         if '"preemptive' in line:
             try:
                 entry = json.loads(line)
             except ValueError:
                 continue
-            outcome = (entry.get("metrics") or {}).get("preemptive")  # the "turn complete" figures
+            metrics = entry.get("metrics") or {}  # the "turn complete" figures
+            outcome = metrics.get("preemptive")
+            if metrics.get("stt_ms") is not None:  # a caller's turn
+                counts["turns"] += 1
+                counts["discarded"] += int(metrics.get("drafts_discarded") or 0)
             if outcome in ("hit", "miss"):
                 counts["hits" if outcome == "hit" else "misses"] += 1
     return counts
@@ -285,6 +299,8 @@ async def run_scenario(calls: int, rounds: int, hold_clear: bool) -> dict[str, A
         "barge_ins": len(results.barge_in_ms),
         "v2v_ms_p50_p95": {k: [round(_pct(v, 0.5)), round(_pct(v, 0.95))] for k, v in results.v2v_ms.items()},
         "preemptive_hit_rate": round(preemptive["hits"] / tried, 3) if tried else "not measured (none reported)",
+        "drafts_discarded_per_turn": round(preemptive["discarded"] / preemptive["turns"], 2)
+        if preemptive["turns"] else None,
         "lost": [(label, gap) for label, ok, gap in cleared if not ok][:8],
         "errors": len(results.errors), "first_error": results.errors[0] if results.errors else "",
         "cpu_share_service_fakes_callers": cpu_shares,

@@ -400,7 +400,7 @@ class CallSession:
         self._turn_counter += 1
         bind_turn(self._turn_counter)
         metrics = TurnMetrics(turn=self._turn_counter, user_text=text, speech_end_at=speech_end_at,
-                              transcript_at=transcript_at)
+                              transcript_at=transcript_at, drafts_discarded=self._drafts_discarded)
         if draft is not None:
             metrics.preemptive = "hit"
             metrics.draft_after_quiet_ms = draft.after_quiet_ms

@@ -7,6 +7,7 @@ All times are `time.monotonic()` seconds; durations are reported in milliseconds
 - voice_to_voice_ms: caller speech end -> first reply frame sent to Twilio
 - preemptive: whether the agent had already started on the words (streaming_service/preemptive_reply.py)
 - draft_after_quiet_ms: for a preemptive hit, how long the caller had been quiet (in audio) when it started
+- drafts_discarded: drafts the caller's later words outran (a pause mid-sentence): model runs paid for, unused
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class TurnMetrics:
     barge_in: bool = False
     preemptive: str | None = None  # "hit": answered by its preemptive draft; "miss": drafts discarded
     draft_after_quiet_ms: int | None = None  # a hit: the caller's pause (audio) when the agent started on it
+    drafts_discarded: int = 0
     errors: list[str] = field(default_factory=list)
 
     def mark_first_token(self, now: float) -> None:
@@ -68,6 +70,7 @@ class TurnMetrics:
             # How long before the final transcript the agent had started on the words (a preemptive hit).
             "agent_lead_ms": _ms(self.agent_started_at, self.transcript_at) if self.preemptive == "hit" else None,
             "draft_after_quiet_ms": self.draft_after_quiet_ms,
+            "drafts_discarded": self.drafts_discarded,
             "errors": list(self.errors),
         }
 
