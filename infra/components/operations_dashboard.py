@@ -60,9 +60,10 @@ class OperationsDashboard(Construct):
             _graph("Barge-ins, offline fallbacks, vendor errors",
                    [m.metric("BargeIns", Stats.SUM), m.metric("OfflineFallbacks", Stats.SUM),
                     *[m.vendor_errors(v) for v in VENDORS]]),
-            _graph("Turn-taking: false interruptions resumed, preemptive hit rate",
+            _graph("Turn-taking: false interruptions resumed, preemptive hit rate, drafts discarded",
                    [m.metric("FalseInterruptions", Stats.SUM),
-                    m.metric("PreemptiveHit", Stats.AVERAGE, "preemptive hit rate (0-1)")]),
+                    m.metric("PreemptiveHit", Stats.AVERAGE, "preemptive hit rate (0-1)"),
+                    m.metric("PreemptiveDraftsDiscarded", Stats.SUM, "drafts discarded (model runs unused)")]),
         ]
         lambdas = [
             _graph("Lambda errors and throttles",

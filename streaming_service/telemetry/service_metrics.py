@@ -45,6 +45,8 @@ class ServiceMetrics:
                                       for key, name in LATENCY_METRICS.items() if summary.get(key) is not None]
         if summary.get("preemptive") in ("hit", "miss"):  # its Average is the preemptive hit rate
             figures.append(("PreemptiveHit", 1.0 if summary["preemptive"] == "hit" else 0.0, MetricUnit.Count))
+        if summary.get("drafts_discarded"):  # model runs the caller's later words made useless: paid, unused
+            figures.append(("PreemptiveDraftsDiscarded", float(summary["drafts_discarded"]), MetricUnit.Count))
         self.writer.emit(figures, properties={**call, "turn": summary.get("turn"),
                                               "barge_in": bool(summary.get("barge_in")),
                                               "preemptive": summary.get("preemptive"),

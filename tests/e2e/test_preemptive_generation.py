@@ -48,6 +48,7 @@ async def test_words_after_a_short_pause_discard_the_draft_and_the_turn_is_the_w
         "I'd like to book a haircut please"]
     assert "A draft on half the words." not in str(session.conversation.items)
     assert [e["text"] for e in session.transcript if e["role"] == "caller"] == ["I'd like to book a haircut please"]
+    assert session.turns[0]["drafts_discarded"] == 1  # the model run the pause cost, for the operator's metric
 
 
 async def test_nothing_with_a_side_effect_runs_before_the_final(stack_factory):

@@ -7,7 +7,7 @@ from tests.infra.conftest import SynthesizedEnvironment
 SERVICE_METRICS = (
     "ActiveCalls", "CallsStarted", "CallsEnded", "VoiceToVoiceMs", "SttLatencyMs", "LlmTtftMs", "TtsTtfbMs",
     "BargeIns", "VendorErrors", "OfflineFallbacks", "VendorLeaseUsePercent", "VendorLeasesInUse",
-    "FalseInterruptions", "PreemptiveHit", "EventLoopLagMs",
+    "FalseInterruptions", "PreemptiveHit", "PreemptiveDraftsDiscarded", "EventLoopLagMs",
 )
 AWS_METRICS = (
     "Errors", "Duration", "HTTPCode_ELB_5XX_Count", "HTTPCode_Target_5XX_Count", "ActiveConnectionCount",

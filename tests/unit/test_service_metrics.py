@@ -24,7 +24,7 @@ def test_each_metric_is_valid_emf_with_infra_names_and_dimensions() -> None:
     metrics.turn(CALL, {"turn": 1, "stt_ms": 210.5, "llm_ttft_ms": 300.0, "tts_ttfb_ms": None,
                         "voice_to_voice_ms": 820.0, "barge_in": True, "errors": ["elevenlabs"]})
     metrics.turn(CALL, {"turn": 2, "preemptive": "hit"})
-    metrics.turn(CALL, {"turn": 3, "preemptive": "miss"})
+    metrics.turn(CALL, {"turn": 3, "preemptive": "miss", "drafts_discarded": 2})
     metrics.barge_in(CALL)
     metrics.false_interruption(CALL)
     metrics.vendor_error(CALL, "deepgram")
@@ -41,6 +41,7 @@ def test_each_metric_is_valid_emf_with_infra_names_and_dimensions() -> None:
     assert metric_values(documents, "CallsStarted") == [1] and metric_values(documents, "CallsEnded") == [1]
     assert metric_values(documents, "CallDurationS") == [12.5]
     assert metric_values(documents, "PreemptiveHit") == [1, 0] and metric_values(documents, "FalseInterruptions") == [1]
+    assert metric_values(documents, "PreemptiveDraftsDiscarded") == [2]
     vendor_doc = json.loads(lines[7])
     assert vendor_doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service", "environment", "vendor"]]
 
