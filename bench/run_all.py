@@ -19,6 +19,8 @@ BENCHMARKS = [
      ["bench.worker_scaling"]),
     ("turn-taking: false interruptions, barge-in and voice-to-voice by turn type (1 and 50 calls)",
      ["bench.turn_bench"]),
+    ("agents: this process's own time per model request by history length (service client and stock AsyncOpenAI)",
+     ["bench.agent_request_bench"]),
     ("vendor capacity: 10 more callers than the Deepgram budget, one tenant per overflow policy",
      ["bench.capacity_bench"]),
     ("memory: idle RSS with 1 and 2 workers, RSS per live call (50 held), RSS over 1,000 sequential calls",

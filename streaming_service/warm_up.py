@@ -23,11 +23,12 @@ from typing import Any
 
 import httpx2
 from agents import Model, OpenAIChatCompletionsModel
-from openai import AsyncOpenAI, DefaultAsyncHttpxClient
+from openai import DefaultAsyncHttpxClient
 
 from streaming_service.agents.offline_policy.offline_runtime import OfflinePolicyRuntime
 from streaming_service.agents.sdk_runtime import AgentsSdkRuntime
 from streaming_service.engines.base import CallContext, Conversation, SpeechToText
+from streaming_service.engines.openai_client import AgentsOpenAI
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class _ChatCompletionsWarmUp(AgentsSdkRuntime):
 
     def __init__(self) -> None:
         super().__init__(timeout_s=5.0)
-        self._client = AsyncOpenAI(api_key="warm-up", base_url="http://warm-up.invalid/v1", max_retries=0,
+        self._client = AgentsOpenAI(api_key="warm-up", base_url="http://warm-up.invalid/v1", max_retries=0,
                                    http_client=DefaultAsyncHttpxClient(transport=httpx2.MockTransport(_answer)))
         self._model = OpenAIChatCompletionsModel(model="warm-up", openai_client=self._client)
 

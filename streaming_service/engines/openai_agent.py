@@ -12,13 +12,14 @@ from datetime import datetime
 
 import httpx2
 from agents import Model, OpenAIChatCompletionsModel
-from openai import AsyncOpenAI, DefaultAsyncHttpxClient
+from openai import DefaultAsyncHttpxClient
 
 from shared.settings import Settings
 from streaming_service.agents.booking_store import BookingStore
 from streaming_service.agents.sdk_runtime import AgentsSdkRuntime
 from streaming_service.agents.tenant_tools import TenantToolServers
 from streaming_service.engines.base import CallContext, EngineError
+from streaming_service.engines.openai_client import AgentsOpenAI
 
 VENDOR = "openai"
 KEEPALIVE_S = 120.0  # the client's default (5 s) is shorter than a caller's turn: each turn would reconnect
@@ -37,7 +38,7 @@ class OpenAIAgentRuntime(AgentsSdkRuntime):
         super().__init__(bookings=bookings, tenant_tools=tenant_tools, clock=clock,
                          timeout_s=settings.openai_timeout_s)
         # One retry: a blip is survived, an outage surfaces quickly for the offline fallback.
-        self._client = AsyncOpenAI(base_url=settings.openai_base_url, api_key=key,
+        self._client = AgentsOpenAI(base_url=settings.openai_base_url, api_key=key,
                                    timeout=settings.openai_timeout_s, max_retries=1,
                                    http_client=DefaultAsyncHttpxClient(limits=httpx2.Limits(
                                        max_connections=1000, max_keepalive_connections=200,

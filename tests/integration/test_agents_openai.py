@@ -261,3 +261,26 @@ async def test_tenant_prompt_overrides_per_agent_keep_the_voice_rules(
     assert triage_prompt.startswith("You are Sam at Clip Joint.") and "hand off" in triage_prompt
     assert booking_prompt.startswith("You are Sam at Clip Joint.\n\nOnly book haircuts; be quick.")
     assert all("Never use markdown" in p for p in (triage_prompt, booking_prompt))
+
+
+async def test_requests_go_out_as_the_sdk_made_them_and_the_clients_transform_would_change_nothing(
+        fake: FakeOpenAI, runtime: OpenAIAgentRuntime, tenant: TenantProfile) -> None:
+    """streaming_service/engines/openai_client.py sends the messages and tools past the openai client's
+    type-driven transform. Over a conversation with a handoff and tool calls, that transform is an identity on
+    every request: skipping it loses nothing (this fails if an openai release starts to rewrite these fields)."""
+    from openai._utils._transform import async_maybe_transform
+    from openai.types.chat.completion_create_params import CompletionCreateParamsStreaming
+
+    call, conv = new_call(tenant), Conversation()
+    fake.script(ToolCall("transfer_to_booking"), ToolCall("find_bookings", {"customer_name": "Ann Lee"}),
+                "You have no bookings yet. Shall I make one?")
+    await turn(runtime, call, conv, "Hi there, I was wondering something")
+    fake.script(ToolCall("book_appointment", BOOK_ARGS), "A haircut for Ann Lee tomorrow at three. Shall I?")
+    await turn(runtime, call, conv, "Three is fine, I'm Ann Lee")
+    assert len(fake.requests) == 5
+    for body in fake.requests:
+        assert body["messages"][0]["role"] == "system" and body["stream"] is True and body["tools"]
+        assert await async_maybe_transform(body, CompletionCreateParamsStreaming) == body
+    last = fake.requests[-1]["messages"]
+    assert [m["role"] for m in last].count("tool") >= 2 and any(m.get("tool_calls") for m in last)
+    assert last[-1]["role"] == "tool" and json.loads(last[-1]["content"])["status"] == "needs_confirmation"
