@@ -19,6 +19,12 @@ shared-memory array (one slot per worker, written only by that worker whenever i
 Workers run neither. The supervisor reads the slots every `POLL_S`, so protection follows a new call
 within that time.
 
+A worker that dies is replaced. Its children outlive it: each offline recogniser host leaves once its worker is
+gone (streaming_service/engines/offline_stt.py). In the container the supervisor is PID 1, so those orphans
+become its children, and a PID 1 that never waits for them keeps every one as a zombie, some more after each
+crash. The supervisor makes itself their parent anywhere (a child subreaper, so it is the same on a laptop)
+and reaps the exited ones on each poll; only orphans, never a process multiprocessing waits for itself.
+
 The supervisor is a small process: it imports this module, the settings, logging and the metrics writer, never
 the service itself (streaming_service/__main__.py imports the app and engines inside `run`, which only workers
 call): about 50 MB idle where a full service is about 160 MB (bench/memory_bench.py).
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import multiprocessing
 import os
@@ -36,6 +43,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -51,6 +59,7 @@ POLL_S = 0.2  # how often the supervisor reads the workers' live-call counts and
 STOP_GRACE_S = 10.0  # beyond the drain timeout, before a worker that has not exited is killed
 RESPAWN_AFTER_S = 5.0  # a worker that dies is replaced, but no sooner than this after its last start
 _SPAWN = multiprocessing.get_context("spawn")  # fresh interpreters: no loop, thread or socket inherited
+_PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,41 @@ def _worker(index: int, live: Any) -> None:
     run_event_loop(run(settings, worker=WorkerSlot(live, index), reuse_port=True))
 
 
+def become_subreaper() -> bool:
+    """Orphans of this process's descendants become its children, as they would if it were PID 1 (Linux)."""
+    try:
+        return bool(ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+def reap_orphans(own: set[int]) -> list[int]:
+    """Wait for the children that have exited and are not in `own` (adopted orphans); returns their pids.
+    Only exited ones: a live child is never waited for, so none is taken from the code that started it."""
+    reaped = []
+    for pid in sorted(_children() - own):
+        if _state(pid) == "Z":
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                    reaped.append(pid)
+    return reaped
+
+
+def _children() -> set[int]:
+    pids: set[int] = set()
+    for task in Path("/proc/self/task").glob("*"):
+        with contextlib.suppress(OSError):
+            pids.update(int(pid) for pid in (task / "children").read_text().split())
+    return pids
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
 class Supervisor:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -113,6 +157,11 @@ class Supervisor:
     def wanted_protection(self) -> Wanted:
         return Wanted(live_calls=self.live_calls(), draining=self.draining)
 
+    def _reap_orphans(self) -> None:
+        own = {p.pid for p in self.processes if p.pid is not None}  # multiprocessing waits for its workers
+        if reaped := reap_orphans(own):
+            log.info("orphans reaped", extra={"pids": reaped})
+
     def _respawn_dead(self) -> None:
         for index, process in enumerate(self.processes):
             if not process.is_alive() and time.monotonic() - self.started_at[index] >= RESPAWN_AFTER_S:
@@ -132,8 +181,9 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        subreaper = become_subreaper()
         self.processes = [self._spawn(i) for i in range(self.count)]
-        log.info("supervising", extra={"workers": self.count, "port": self.settings.port})
+        log.info("supervising", extra={"workers": self.count, "port": self.settings.port, "subreaper": subreaper})
         seen = -1
         try:
             while not stop.is_set():
@@ -143,6 +193,7 @@ class Supervisor:
                     if protection is not None:
                         protection.changed()
                 self._respawn_dead()
+                self._reap_orphans()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(POLL_S):
                         await stop.wait()

@@ -124,7 +124,18 @@ async def test_two_workers_share_the_port_and_the_task_drains_and_protects_as_on
     assert "Traceback" not in service.log_text()
 
 
-async def test_a_worker_that_dies_is_replaced_and_the_port_keeps_serving(tmp_path: Path) -> None:
+def _any_exists(pids: set[int]) -> bool:
+    return any(Path(f"/proc/{pid}").exists() for pid in pids)
+
+
+def _children(pid: int) -> set[int]:
+    return {int(child) for task in Path(f"/proc/{pid}/task").glob("*")
+            for child in (task / "children").read_text().split()}
+
+
+async def test_a_worker_that_dies_is_replaced_its_orphans_reaped_and_the_port_keeps_serving(tmp_path: Path) -> None:
+    """A killed worker's recogniser host leaves after it; the supervisor (PID 1 in the container, a subreaper
+    here) adopts and reaps it rather than keeping a zombie per crash."""
     service = ServiceProcess(tmp_path / "service.log", {"WORKERS": "2"})
     try:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
@@ -136,8 +147,18 @@ async def test_a_worker_that_dies_is_replaced_and_the_port_keeps_serving(tmp_pat
             await wait_until(lambda: sorted(serving()) == [0, 1], timeout_s=60)  # type: ignore[type-var]
             (started,) = [e for e in _log_entries(service)
                           if e.get("message") == "worker started" and e.get("worker") == 1]
-            os.kill(int(started["worker_pid"]), signal.SIGKILL)  # type: ignore[call-overload]
+            worker = int(started["worker_pid"])  # type: ignore[call-overload]
+            hosts = _children(worker)  # its offline recogniser's decoder host, started at warm-up
+            assert hosts
+            os.kill(worker, signal.SIGKILL)
             await wait_until(lambda: serving().count(1) == 2, timeout_s=60)
+
+            def reaped() -> set[int]:
+                return {pid for e in _log_entries(service) if e.get("message") == "orphans reaped"
+                        for pid in e.get("pids", [])}  # type: ignore[attr-defined]
+
+            await wait_until(lambda: hosts <= reaped(), timeout_s=15)
+            assert not _any_exists(hosts)  # gone, not zombies
             async with service.call(http) as sim:  # the port still takes calls
                 await sim.wait_for_agent(since=0, timeout_s=60)
                 assert sim.agent_audio_ms() > 0
