@@ -78,7 +78,7 @@ class _ChatCompletionsWarmUp(AgentsSdkRuntime):
     def __init__(self) -> None:
         super().__init__(timeout_s=5.0)
         self._client = AgentsOpenAI(api_key="warm-up", base_url="http://warm-up.invalid/v1", max_retries=0,
-                                   http_client=DefaultAsyncHttpxClient(transport=httpx2.MockTransport(_answer)))
+                                    http_client=DefaultAsyncHttpxClient(transport=httpx2.MockTransport(_answer)))
         self._model = OpenAIChatCompletionsModel(model="warm-up", openai_client=self._client)
 
     def model_for(self, call: CallContext) -> Model:

@@ -23,7 +23,7 @@ A worker that dies is replaced. Its children outlive it: each offline recogniser
 gone (streaming_service/engines/offline_stt.py). In the container the supervisor is PID 1, so those orphans
 become its children, and a PID 1 that never waits for them keeps every one as a zombie, some more after each
 crash. The supervisor makes itself their parent anywhere (a child subreaper, so it is the same on a laptop)
-and reaps the exited ones on each poll; only orphans, never a process multiprocessing waits for itself.
+and reaps the exited ones on each poll, never a worker (multiprocessing waits for those itself).
 
 The supervisor is a small process: it imports this module, the settings, logging and the metrics writer, never
 the service itself (streaming_service/__main__.py imports the app and engines inside `run`, which only workers

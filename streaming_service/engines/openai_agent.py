@@ -39,10 +39,10 @@ class OpenAIAgentRuntime(AgentsSdkRuntime):
                          timeout_s=settings.openai_timeout_s)
         # One retry: a blip is survived, an outage surfaces quickly for the offline fallback.
         self._client = AgentsOpenAI(base_url=settings.openai_base_url, api_key=key,
-                                   timeout=settings.openai_timeout_s, max_retries=1,
-                                   http_client=DefaultAsyncHttpxClient(limits=httpx2.Limits(
-                                       max_connections=1000, max_keepalive_connections=200,
-                                       keepalive_expiry=KEEPALIVE_S)))
+                                    timeout=settings.openai_timeout_s, max_retries=1,
+                                    http_client=DefaultAsyncHttpxClient(limits=httpx2.Limits(
+                                        max_connections=1000, max_keepalive_connections=200,
+                                        keepalive_expiry=KEEPALIVE_S)))
         self._model = OpenAIChatCompletionsModel(model=settings.openai_model, openai_client=self._client)
 
     def model_for(self, call: CallContext) -> Model:

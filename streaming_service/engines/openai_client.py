@@ -4,7 +4,7 @@ as the Agents SDK made them.
 The SDK hands `chat.completions.create` plain JSON (its converter's output, already dump-compatible). The
 client still walks it against its TypedDicts before sending (`_utils._transform`): every message against each
 of the six message types of the union, for aliases and formats these requests never use. That walk changes
-nothing (tests/unit/test_openai_client.py checks it on a conversation with handoffs and tool calls) and costs
+nothing (tests/integration/test_agents_openai.py checks it on a conversation with a handoff and tool calls) and costs
 about 0.25 ms a message, on every request: 3 ms at 12 messages, 12 ms at 42, 20 ms at 82, on the way to each
 turn's first token, and as CPU. So the messages and tools travel in `extra_body`, which the client merges into
 the JSON body unchanged; everything else still goes through `create` as before.
