@@ -197,7 +197,7 @@ def _server_turns(log_path: Path) -> list[dict[str, float]]:
 
 
 def calls_per_worker(log_path: Path) -> list[int]:
-    """How many calls each worker took (the kernel's hash, not load, picks the worker)."""
+    """How many calls each worker took (the supervisor hands each to the worker with the fewest)."""
     started: dict[int, int] = {}
     for line in log_path.read_text().splitlines():
         if '"call started"' in line:
@@ -325,8 +325,8 @@ async def _wait_ready(http: aiohttp.ClientSession, port: int) -> None:
 
 
 async def _wait_serving(log_path: Path, workers: int) -> None:
-    """Every worker listens: /ready is answered by the first one up, and until the others bind the port the
-    kernel gives it every new call (seen: 26 of 30 calls on one worker of two)."""
+    """Every worker serves: /ready is answered by the first one up, and until the others are ready every new
+    call goes to it (seen: 26 of 30 calls on one worker of two)."""
     deadline = time.monotonic() + 60
     while (await asyncio.to_thread(log_path.read_text)).count('"message": "serving"') < workers:
         if time.monotonic() > deadline:

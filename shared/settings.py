@@ -179,7 +179,8 @@ class Settings(BaseSettings):
     # Admission cap of this task (0: none). When full, new streams are refused and /ready answers 503.
     # With WORKERS > 1 every worker admits against the whole task's calls (streaming_service/workers.py).
     max_calls_per_task: int = 0
-    # Worker processes of `python -m streaming_service` on one port (SO_REUSEPORT): one per vCPU in ECS
+    # Worker processes of `python -m streaming_service` behind one port (the supervisor hands each connection to
+    # the worker with the fewest calls): one per vCPU in ECS
     # (infra sets it from the task size); 1, the default, keeps the single-process server.
     workers: int = 1
     # Set by ECS inside a task: the agent endpoint for scale-in protection (streaming_service/task_protection.py).

@@ -8,6 +8,7 @@ re-imports this module as it starts (multiprocessing's spawn), imports the servi
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 
 from shared.settings import Settings, get_settings
@@ -17,9 +18,9 @@ from streaming_service.workers import WorkerSlot, supervise
 log = logging.getLogger("voice_agent")
 
 
-async def run(settings: Settings, worker: WorkerSlot | None = None, reuse_port: bool = False) -> int:
-    """The service in this process. `worker` and `reuse_port`: set in a worker of several
-    (streaming_service/workers.py)."""
+async def run(settings: Settings, worker: WorkerSlot | None = None, handed: socket.socket | None = None) -> int:
+    """The service in this process. `worker` and `handed` (the channel its connections come over): set in a
+    worker of several (streaming_service/workers.py)."""
     from streaming_service.app import create_app
     from streaming_service.data_layer import ServiceData
     from streaming_service.engines.factory import build_engines, describe
@@ -44,7 +45,7 @@ async def run(settings: Settings, worker: WorkerSlot | None = None, reuse_port: 
         data.mount_tenant_api(app)
     try:
         return await serve_until_signalled(app, "0.0.0.0", settings.port, settings.drain.drain_timeout_s,
-                                           reuse_port=reuse_port)
+                                           handed=handed)
     finally:
         if data is not None:
             await data.close()

@@ -10,6 +10,7 @@ import asyncio
 import gc
 import logging
 import signal
+import socket
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -17,6 +18,7 @@ import uvloop
 from aiohttp import web
 
 from streaming_service.service_state import STATE, ServiceState
+from streaming_service.workers import take_handed_connections
 
 log = logging.getLogger("voice_agent.server")
 
@@ -40,19 +42,28 @@ def freeze_start_up_heap() -> None:
 
 
 async def serve_until_signalled(app: web.Application, host: str, port: int, drain_timeout_s: float,
-                                started: asyncio.Event | None = None, reuse_port: bool = False) -> int:
+                                started: asyncio.Event | None = None, handed: socket.socket | None = None) -> int:
     """Serve; on SIGTERM drain and stop. Returns how many calls were cut at the drain deadline.
-    `reuse_port`: SO_REUSEPORT, so several worker processes listen on one port (streaming_service/workers.py)."""
+    `handed`: a worker of several serves the connections its supervisor accepts and passes over this channel
+    instead of listening itself (streaming_service/workers.py)."""
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5)
     await runner.setup()  # the app's start-up (warm-up included) has run
     freeze_start_up_heap()
-    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
-    await site.start()
+    loop = asyncio.get_running_loop()
+    if handed is None:
+        await web.TCPSite(runner, host, port).start()
+    else:
+        server = runner.server
+        assert server is not None
+
+        async def serve(conn: socket.socket) -> None:
+            await loop.connect_accepted_socket(server, conn)
+
+        take_handed_connections(handed, serve)
     state: ServiceState = app[STATE]
     # From here: start-up's own pauses (warm-ups, the freeze) are not stalls any call hears.
     loop_watch = asyncio.create_task(state.telemetry.watch_event_loop())
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     log.info("serving", extra={"host": host, "port": port})

@@ -1,15 +1,19 @@
 """Every core of a task: `WORKERS` processes serving one port, and a supervisor doing the task's own duties.
 
 With `WORKERS` > 1, `python -m streaming_service` becomes a supervisor that spawns that many workers. Each
-worker is the ordinary service (streaming_service/__main__.py `run`) listening with SO_REUSEPORT, so the
-kernel spreads new connections across them. Each worker keeps its own:
+worker is the ordinary service (streaming_service/__main__.py `run`), serving the connections the supervisor
+hands it (`Dispatcher`): the supervisor alone listens on the port, accepts, and passes each connection's socket
+to the worker with the fewest calls (SCM_RIGHTS over a socket pair; ties in turn). With SO_REUSEPORT the kernel
+picked the worker by a hash of the connection, not by load, and the shares drifted apart at random: at 30
+calls on two workers one held 22 (bench/worker_scaling.py), its vCPU past its limit while the other idled.
+The supervisor binds the port at start (a port already taken stops it there) and accepts once a worker is
+ready; until then connections wait in the listen backlog.
+Each worker keeps its own:
 - admission: every worker admits a call while the *task* is under `max_calls_per_task`, counting the calls
-  (and the streams being admitted) of every worker from the shared slots below (`WorkerSlot`). The kernel
-  picks the worker by a hash of the connection, not by load, so the workers' shares drift apart at random: a
-  cap split into fixed halves refused calls the task had room for (at 70 of 80 calls, one worker of two
-  already holds its 40 more than one time in four: 28 %). A worker may so hold more than half the task's
-  calls. Each worker checks and counts an admission in one step of its loop, so the task passes its cap only
-  by calls that other workers admit in those same few microseconds (at most one each).
+  (and the streams being admitted) of every worker from the shared slots below (`WorkerSlot`); the dispatch
+  keeps the shares even, and a worker may still hold more than half the task's calls. Each worker checks and
+  counts an admission in one step of its loop, so the task passes its cap only by calls that other workers
+  admit in those same few microseconds (at most one each).
 - draining: the supervisor forwards SIGTERM to every worker; each drains its own live calls.
 
 What belongs to the whole task runs in the supervisor alone, from the workers' live-call counts in a small
@@ -39,8 +43,9 @@ import logging
 import multiprocessing
 import os
 import signal
+import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -58,6 +63,9 @@ log = logging.getLogger("voice_agent.workers")
 POLL_S = 0.2  # how often the supervisor reads the workers' live-call counts and checks they are alive
 STOP_GRACE_S = 10.0  # beyond the drain timeout, before a worker that has not exited is killed
 RESPAWN_AFTER_S = 5.0  # a worker that dies is replaced, but no sooner than this after its last start
+LISTEN_BACKLOG = 1024
+_READY = b"ready"  # a worker to the supervisor, once it serves: connections may come
+_CONNECTION = b"c"  # the supervisor to a worker, carrying one accepted connection's socket
 _SPAWN = multiprocessing.get_context("spawn")  # fresh interpreters: no loop, thread or socket inherited
 _PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
 
@@ -87,8 +95,9 @@ class _WorkerTag(logging.Filter):
         return True
 
 
-def _worker(index: int, live: Any) -> None:
-    """A worker process: the service on the shared port, reporting its live calls into `live[index]`."""
+def _worker(index: int, live: Any, channel: socket.socket) -> None:
+    """A worker process: the service on the connections the supervisor hands it over `channel`, reporting its
+    live calls into `live[index]`."""
     from streaming_service.__main__ import run  # here, not at the top: __main__ imports this module
     from streaming_service.server import run_event_loop
 
@@ -96,7 +105,150 @@ def _worker(index: int, live: Any) -> None:
     configure_logging(settings.log_level)
     for handler in logging.getLogger().handlers:
         handler.addFilter(_WorkerTag(index))
-    run_event_loop(run(settings, worker=WorkerSlot(live, index), reuse_port=True))
+    run_event_loop(run(settings, worker=WorkerSlot(live, index), handed=channel))
+
+
+def take_handed_connections(channel: socket.socket, serve: Callable[[socket.socket], Any]) -> Callable[[], None]:
+    """In a worker: serve each connection the supervisor passes over `channel`, and tell it this worker is
+    ready for them. `serve(sock)` starts serving one accepted socket. Returns a function that stops taking."""
+    loop = asyncio.get_running_loop()
+    channel.setblocking(False)
+    serving: set[asyncio.Future[Any]] = set()
+
+    def take() -> None:
+        while True:
+            try:
+                data, fds, _flags, _address = socket.recv_fds(channel, 16, 8)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.error("connections from the supervisor stopped", extra={"error": str(exc)})
+                stop()
+                return
+            if not data and not fds:  # the supervisor is gone
+                stop()
+                return
+            for fd in fds:
+                conn = socket.socket(fileno=fd)
+                conn.setblocking(False)
+                started = asyncio.ensure_future(serve(conn))
+                serving.add(started)
+                started.add_done_callback(_served(serving, conn))
+
+    def stop() -> None:
+        with contextlib.suppress(ValueError, OSError):
+            loop.remove_reader(channel.fileno())
+
+    loop.add_reader(channel.fileno(), take)
+    channel.send(_READY)
+    return stop
+
+
+def _served(serving: set[asyncio.Future[Any]], conn: socket.socket) -> Callable[[asyncio.Future[Any]], None]:
+    def done(started: asyncio.Future[Any]) -> None:
+        serving.discard(started)
+        if not started.cancelled() and started.exception() is not None:  # e.g. reset before it was served
+            log.info("handed connection not served", extra={"error": str(started.exception())})
+            conn.close()
+    return done
+
+
+class Dispatcher:
+    """In the supervisor: the port's one listening socket; each connection goes to the ready worker with the
+    fewest calls, counting those just sent that its slot does not show yet."""
+
+    def __init__(self, live: Any, count: int, port: int) -> None:
+        self.live = live
+        self.port = port
+        self.channels: list[socket.socket | None] = [None] * count
+        self.ready = [False] * count
+        self.sent = [0] * count  # connections sent since `sent_reset_at`: not yet calls in the slots
+        self.sent_reset_at = time.monotonic()
+        self.next = 0  # ties go in turn
+        self.listener: socket.socket | None = None
+        self._accepting: asyncio.Task[None] | None = None
+
+    def channel_for(self, index: int) -> socket.socket:
+        """A new worker's end of its channel (passed to it at spawn: the supervisor closes its copy after)."""
+        self.forget(index)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours.setblocking(False)
+        self.channels[index] = ours
+        asyncio.get_running_loop().add_reader(ours.fileno(), self._heard, index, ours)
+        return theirs
+
+    def forget(self, index: int) -> None:
+        channel, self.channels[index], self.ready[index] = self.channels[index], None, False
+        if channel is not None:
+            with contextlib.suppress(ValueError, OSError):
+                asyncio.get_running_loop().remove_reader(channel.fileno())
+            channel.close()
+
+    def _heard(self, index: int, channel: socket.socket) -> None:
+        try:
+            message = channel.recv(16)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            message = b""
+        if message == _READY:
+            self.ready[index] = True
+            log.info("worker ready for connections", extra={"worker": index})
+            if self._accepting is None and self.listener is not None:
+                self._accepting = asyncio.create_task(self._accept(self.listener))
+        elif not message and self.channels[index] is channel:  # the worker is gone
+            self.forget(index)
+
+    def listen(self) -> None:
+        self.listener = socket.create_server(("0.0.0.0", self.port), backlog=LISTEN_BACKLOG)
+        self.listener.setblocking(False)
+
+    async def _accept(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _address = await loop.sock_accept(listener)
+            except OSError as exc:  # e.g. out of file descriptors: keep the port, try again shortly
+                log.error("accept failed", extra={"error": str(exc)})
+                await asyncio.sleep(0.1)
+                continue
+            with conn:
+                self.dispatch(conn)
+
+    def dispatch(self, conn: socket.socket) -> int | None:
+        """Pass `conn` to a worker; returns which, or None when no worker is ready (the caller is refused)."""
+        if time.monotonic() - self.sent_reset_at >= POLL_S * 5:  # by now what was sent shows in the slots
+            self.sent = [0] * len(self.sent)
+            self.sent_reset_at = time.monotonic()
+        count = len(self.channels)
+        order = sorted((i for i in range(count) if self.ready[i]),
+                       key=lambda i: (self.live[i] + self.sent[i], (i - self.next) % count))
+        for index in order:
+            channel = self.channels[index]
+            if channel is None:
+                continue
+            try:
+                socket.send_fds(channel, [_CONNECTION], [conn.fileno()])
+            except (BlockingIOError, InterruptedError):
+                continue  # its queue is full: the next worker
+            except OSError:
+                self.forget(index)  # gone
+                continue
+            self.sent[index] += 1
+            self.next = (index + 1) % count
+            return index
+        log.error("no worker ready: connection refused")
+        return None
+
+    async def close(self) -> None:
+        if self._accepting is not None:
+            self._accepting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._accepting
+        if self.listener is not None:
+            self.listener.close()
+        for index in range(len(self.channels)):
+            self.forget(index)
 
 
 def become_subreaper() -> bool:
@@ -142,12 +294,15 @@ class Supervisor:
         self.processes: list[BaseProcess] = []
         self.started_at: list[float] = [0.0] * self.count  # monotonic, per worker slot
         self.draining = False
+        self.dispatcher = Dispatcher(self.live, self.count, settings.port)
 
     def _spawn(self, index: int) -> BaseProcess:
         self.live[index] = 0
         self.started_at[index] = time.monotonic()
-        process = _SPAWN.Process(target=_worker, args=(index, self.live), name=f"worker-{index}")
+        channel = self.dispatcher.channel_for(index)
+        process = _SPAWN.Process(target=_worker, args=(index, self.live, channel), name=f"worker-{index}")
         process.start()
+        channel.close()  # the worker has its own copy now
         log.info("worker started", extra={"worker": index, "worker_pid": process.pid})
         return process
 
@@ -168,6 +323,8 @@ class Supervisor:
                 log.error("worker exited; starting another", extra={"worker": index,
                                                                      "exit_code": process.exitcode})
                 self.processes[index] = self._spawn(index)
+            elif not process.is_alive():
+                self.dispatcher.forget(index)  # nothing more to it until it is replaced
 
     async def run(self) -> int:
         telemetry = ServiceTelemetry.from_settings(self.settings)
@@ -182,6 +339,7 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         subreaper = become_subreaper()
+        self.dispatcher.listen()
         self.processes = [self._spawn(i) for i in range(self.count)]
         log.info("supervising", extra={"workers": self.count, "port": self.settings.port, "subreaper": subreaper})
         seen = -1
@@ -209,6 +367,7 @@ class Supervisor:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await self.dispatcher.close()
             if protection is not None and protection.enabled:
                 async with aiohttp.ClientSession() as session:  # leave no protection behind a stopped task
                     await protection.set(session, False)

@@ -25,7 +25,7 @@ from tests.e2e.conftest import free_port, wait_until
 from tests.fakes.speech_marker import marked_speech
 
 TASK_ARN = "arn:aws:ecs:us-east-1:123456789012:task/voiceagent/workers"
-MAX_DIALS = 16  # calls placed until both workers hold one (the kernel hashes connections to workers)
+MAX_DIALS = 16  # calls placed until both workers hold one (the supervisor alternates them: two suffice)
 
 
 def _log_entries(service: ServiceProcess) -> list[dict[str, object]]:
@@ -168,9 +168,10 @@ async def test_a_worker_that_dies_is_replaced_its_orphans_reaped_and_the_port_ke
                for e in _log_entries(service))
 
 
-async def test_two_workers_admit_up_to_the_task_cap_wherever_the_kernel_puts_the_calls(tmp_path: Path) -> None:
-    # The kernel hashes each connection to a worker: 8 calls split 4/4 only about one time in four. Fixed halves
-    # of the cap refused the 5th call on a worker even when the task had room; the task's cap holds across both.
+async def test_calls_go_to_the_worker_with_fewest_and_the_task_admits_up_to_its_cap(tmp_path: Path) -> None:
+    # The supervisor hands each connection to the worker with the fewest calls: one at a time, they alternate
+    # (with SO_REUSEPORT the kernel's hash kept 8 calls even at every step about one time in sixteen). The
+    # task's cap holds across both workers (fixed halves of it refused calls the task had room for).
     cap = 8
     service = ServiceProcess(tmp_path / "service.log", {"WORKERS": "2", "MAX_CALLS_PER_TASK": str(cap)})
     try:
@@ -182,7 +183,8 @@ async def test_two_workers_admit_up_to_the_task_cap_wherever_the_kernel_puts_the
             for sim in calls:  # one at a time: each registered (and counted by both workers) before the next
                 await sim.connect()
                 await wait_until(lambda: _worker_of(service, sim.call_sid) is not None)  # noqa: B023 - awaited here
-            workers = {_worker_of(service, sim.call_sid) for sim in calls}
+            placed = [_worker_of(service, sim.call_sid) for sim in calls]
+            assert all(abs(placed[:n].count(0) - placed[:n].count(1)) <= 1 for n in range(1, cap + 1)), placed
             over = service.call(http, tenant_id="workers")
             with pytest.raises(aiohttp.WSServerHandshakeError) as full:
                 await over.connect()
@@ -197,7 +199,7 @@ async def test_two_workers_admit_up_to_the_task_cap_wherever_the_kernel_puts_the
             await again.hang_up()
     finally:
         service.stop()
-    assert workers <= {0, 1}
+    assert sorted(placed) == [0] * 4 + [1] * 4  # type: ignore[type-var]
     refusals = [e for e in _log_entries(service) if e.get("message") == "stream refused: task at its call cap"]
     assert len(refusals) == 1
     assert "Traceback" not in service.log_text()
