@@ -263,7 +263,7 @@ def reap_orphans(own: set[int]) -> list[int]:
     """Wait for the children that have exited and are not in `own` (adopted orphans); returns their pids.
     Only exited ones: a live child is never waited for, so none is taken from the code that started it."""
     reaped = []
-    for pid in sorted(_children() - own):
+    for pid in sorted(child_pids() - own):
         if _state(pid) == "Z":
             with contextlib.suppress(ChildProcessError):
                 if os.waitpid(pid, os.WNOHANG)[0] == pid:
@@ -271,7 +271,8 @@ def reap_orphans(own: set[int]) -> list[int]:
     return reaped
 
 
-def _children() -> set[int]:
+def child_pids() -> set[int]:
+    """This process's children, from /proc (orphans it adopted included)."""
     pids: set[int] = set()
     for task in Path("/proc/self/task").glob("*"):
         with contextlib.suppress(OSError):
