@@ -18,44 +18,32 @@ import json
 import statistics
 import time
 import uuid
-from typing import Any
 
 import httpx2
-from agents import Model, OpenAIChatCompletionsModel
-from openai import AsyncOpenAI, DefaultAsyncHttpxClient
+from openai import AsyncOpenAI
 
-from streaming_service.agents.sdk_runtime import AgentsSdkRuntime
 from streaming_service.engines.base import AgentEventKind, CallContext, Conversation
 from streaming_service.engines.openai_client import AgentsOpenAI
+from streaming_service.warm_up import InProcessChatCompletions, streamed_completion
 
 ANSWER = "We are open from nine in the morning to five in the evening on weekdays."
 
 
-class _Runtime(AgentsSdkRuntime):
-    def __init__(self, client_class: type[AsyncOpenAI]) -> None:
-        super().__init__(timeout_s=5.0)
+class _Timed:
+    """Answers every request with the same sentence, noting when each request left."""
+
+    def __init__(self) -> None:
         self.sent_at: list[float] = []
-        self._client = client_class(api_key="bench", base_url="http://bench.invalid/v1", max_retries=0,
-                                    http_client=DefaultAsyncHttpxClient(transport=httpx2.MockTransport(self._answer)))
-        self._model = OpenAIChatCompletionsModel(model="bench", openai_client=self._client)
 
-    def model_for(self, call: CallContext) -> Model:
-        return self._model
-
-    def _answer(self, request: httpx2.Request) -> httpx2.Response:
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
         self.sent_at.append(time.perf_counter())
-        deltas: list[dict[str, Any]] = [{"role": "assistant", "content": ""},
-                                        *({"content": w + " "} for w in ANSWER.split())]
-        chunks: list[dict[str, Any]] = [*({"delta": d, "finish_reason": None} for d in deltas),
-                                        {"delta": {}, "finish_reason": "stop"}]
-        body = "".join("data: " + json.dumps({"id": "c", "object": "chat.completion.chunk", "created": 0,
-                                              "model": "bench", "choices": [{"index": 0, **c}]}) + "\n\n"
-                       for c in chunks) + "data: [DONE]\n\n"
-        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=body.encode())
+        return streamed_completion([{"role": "assistant", "content": ""},
+                                    *({"content": w + " "} for w in ANSWER.split())], "stop")
 
 
 async def _run(client_class: type[AsyncOpenAI], turns: int, report_every: int) -> dict[int, list[float]]:
-    runtime = _Runtime(client_class)
+    answer = _Timed()
+    runtime = InProcessChatCompletions(answer, client_class)
     call = CallContext(call_sid="bench", stream_sid="", tenant_id=str(uuid.UUID(int=0)))
     conversation = Conversation()
     rows: dict[int, list[float]] = {}
@@ -67,7 +55,7 @@ async def _run(client_class: type[AsyncOpenAI], turns: int, report_every: int) -
                 first = time.perf_counter()
         if turn == 0:
             continue  # the process's first turn builds schemas lazily (streaming_service/warm_up.py)
-        window.append((runtime.sent_at[-1] - started, (first or started) - started, time.perf_counter() - started))
+        window.append((answer.sent_at[-1] - started, (first or started) - started, time.perf_counter() - started))
         if turn % report_every == 0:
             rows[len(conversation.items)] = [round(statistics.median(x[i] for x in window) * 1000, 1) for i in range(3)]
             window.clear()

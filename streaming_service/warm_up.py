@@ -19,11 +19,12 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import httpx2
 from agents import Model, OpenAIChatCompletionsModel
-from openai import DefaultAsyncHttpxClient
+from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
 from streaming_service.agents.offline_policy.offline_runtime import OfflinePolicyRuntime
 from streaming_service.agents.sdk_runtime import AgentsSdkRuntime
@@ -39,7 +40,7 @@ async def warm_up_agents() -> None:
     started = time.monotonic()
     # The offline turn is a question the policy answers; the OpenAI one stays with triage, which hands off.
     turns: list[tuple[AgentsSdkRuntime, str]] = [(OfflinePolicyRuntime(), "What are your opening hours"),
-                                             (_ChatCompletionsWarmUp(), "Hello")]
+                                             (InProcessChatCompletions(_answer), "Hello")]
     for runtime, words in turns:
         try:
             await _one_turn(runtime, words)
@@ -72,14 +73,17 @@ async def _one_turn(runtime: AgentsSdkRuntime, words: str) -> None:
     await runtime.release_call(call)
 
 
-class _ChatCompletionsWarmUp(AgentsSdkRuntime):
-    """The agents on the Chat Completions model the OpenAI engine uses, over an in-process transport."""
+class InProcessChatCompletions(AgentsSdkRuntime):
+    """The agents on the Chat Completions model the OpenAI engine uses, each request answered in process by
+    `answer` (httpx's `MockTransport`). `client_class`: the OpenAI client (bench/agent_request_bench.py compares
+    the stock one)."""
 
-    def __init__(self) -> None:
+    def __init__(self, answer: Callable[[httpx2.Request], httpx2.Response],
+                 client_class: type[AsyncOpenAI] = AgentsOpenAI) -> None:
         super().__init__(timeout_s=5.0)
-        self._client = AgentsOpenAI(api_key="warm-up", base_url="http://warm-up.invalid/v1", max_retries=0,
-                                    http_client=DefaultAsyncHttpxClient(transport=httpx2.MockTransport(_answer)))
-        self._model = OpenAIChatCompletionsModel(model="warm-up", openai_client=self._client)
+        self._client = client_class(api_key="in-process", base_url="http://in-process.invalid/v1", max_retries=0,
+                                    http_client=DefaultAsyncHttpxClient(transport=httpx2.MockTransport(answer)))
+        self._model = OpenAIChatCompletionsModel(model="in-process", openai_client=self._client)
 
     def model_for(self, call: CallContext) -> Model:
         return self._model
@@ -101,10 +105,15 @@ def _answer(request: httpx2.Request) -> httpx2.Response:
                                    "function": {"name": _HANDOFF, "arguments": ""}}]},
                   {"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}]
         finish = "tool_calls"
+    return streamed_completion(deltas, finish)
+
+
+def streamed_completion(deltas: list[dict[str, Any]], finish: str) -> httpx2.Response:
+    """A Chat Completions stream (server-sent events) of these deltas, then `finish`."""
     chunks: list[dict[str, Any]] = [*({"delta": delta, "finish_reason": None} for delta in deltas),
                                     {"delta": {}, "finish_reason": finish}]
     body = "".join(
-        "data: " + json.dumps({"id": "chatcmpl-warm-up", "object": "chat.completion.chunk", "created": 0,
-                               "model": "warm-up", "choices": [{"index": 0, **chunk}]}) + "\n\n"
+        "data: " + json.dumps({"id": "chatcmpl-in-process", "object": "chat.completion.chunk", "created": 0,
+                               "model": "in-process", "choices": [{"index": 0, **chunk}]}) + "\n\n"
         for chunk in chunks) + "data: [DONE]\n\n"
     return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=body.encode())
