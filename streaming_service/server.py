@@ -12,6 +12,7 @@ import logging
 import signal
 import socket
 from collections.abc import Coroutine
+from functools import partial
 from typing import Any, TypeVar
 
 import uvloop
@@ -53,13 +54,8 @@ async def serve_until_signalled(app: web.Application, host: str, port: int, drai
     if handed is None:
         await web.TCPSite(runner, host, port).start()
     else:
-        server = runner.server
-        assert server is not None
-
-        async def serve(conn: socket.socket) -> None:
-            await loop.connect_accepted_socket(server, conn)
-
-        take_handed_connections(handed, serve)
+        assert runner.server is not None
+        take_handed_connections(handed, partial(loop.connect_accepted_socket, runner.server))
     state: ServiceState = app[STATE]
     # From here: start-up's own pauses (warm-ups, the freeze) are not stalls any call hears.
     loop_watch = asyncio.create_task(state.telemetry.watch_event_loop())

@@ -108,9 +108,9 @@ def _worker(index: int, live: Any, channel: socket.socket) -> None:
     run_event_loop(run(settings, worker=WorkerSlot(live, index), handed=channel))
 
 
-def take_handed_connections(channel: socket.socket, serve: Callable[[socket.socket], Any]) -> Callable[[], None]:
+def take_handed_connections(channel: socket.socket, serve: Callable[[socket.socket], Any]) -> None:
     """In a worker: serve each connection the supervisor passes over `channel`, and tell it this worker is
-    ready for them. `serve(sock)` starts serving one accepted socket. Returns a function that stops taking."""
+    ready for them. `serve(sock)` starts serving one accepted socket; taking stops when the supervisor is gone."""
     loop = asyncio.get_running_loop()
     channel.setblocking(False)
     serving: set[asyncio.Future[Any]] = set()
@@ -141,7 +141,6 @@ def take_handed_connections(channel: socket.socket, serve: Callable[[socket.sock
 
     loop.add_reader(channel.fileno(), take)
     channel.send(_READY)
-    return stop
 
 
 def _served(serving: set[asyncio.Future[Any]], conn: socket.socket) -> Callable[[asyncio.Future[Any]], None]:
@@ -264,23 +263,24 @@ def reap_orphans(own: set[int]) -> list[int]:
     Only exited ones: a live child is never waited for, so none is taken from the code that started it."""
     reaped = []
     for pid in sorted(child_pids() - own):
-        if _state(pid) == "Z":
+        if process_state(pid) == "Z":
             with contextlib.suppress(ChildProcessError):
                 if os.waitpid(pid, os.WNOHANG)[0] == pid:
                     reaped.append(pid)
     return reaped
 
 
-def child_pids() -> set[int]:
-    """This process's children, from /proc (orphans it adopted included)."""
+def child_pids(pid: int | None = None) -> set[int]:
+    """A process's children (this one's by default), from /proc: orphans it adopted included."""
     pids: set[int] = set()
-    for task in Path("/proc/self/task").glob("*"):
+    for task in Path(f"/proc/{pid or 'self'}/task").glob("*"):
         with contextlib.suppress(OSError):
             pids.update(int(pid) for pid in (task / "children").read_text().split())
     return pids
 
 
-def _state(pid: int) -> str:
+def process_state(pid: int) -> str:
+    """/proc's one-letter state ("R", "S", "Z" for exited and not yet waited for...); "" once it is gone."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
     except (OSError, IndexError):
@@ -324,8 +324,6 @@ class Supervisor:
                 log.error("worker exited; starting another", extra={"worker": index,
                                                                      "exit_code": process.exitcode})
                 self.processes[index] = self._spawn(index)
-            elif not process.is_alive():
-                self.dispatcher.forget(index)  # nothing more to it until it is replaced
 
     async def run(self) -> int:
         telemetry = ServiceTelemetry.from_settings(self.settings)

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from local.rehearsal.ecs import EcsAgent
 from streaming_service.task_protection import TASK_ROLE_ACTIONS
+from streaming_service.workers import child_pids
 from tests.chaos.harness import TimedCall
 from tests.chaos.service_process import ServiceProcess
 from tests.e2e.conftest import free_port, wait_until
@@ -128,11 +129,6 @@ def _any_exists(pids: set[int]) -> bool:
     return any(Path(f"/proc/{pid}").exists() for pid in pids)
 
 
-def _children(pid: int) -> set[int]:
-    return {int(child) for task in Path(f"/proc/{pid}/task").glob("*")
-            for child in (task / "children").read_text().split()}
-
-
 async def test_a_worker_that_dies_is_replaced_its_orphans_reaped_and_the_port_keeps_serving(tmp_path: Path) -> None:
     """A killed worker's recogniser host leaves after it; the supervisor (PID 1 in the container, a subreaper
     here) adopts and reaps it rather than keeping a zombie per crash."""
@@ -148,7 +144,7 @@ async def test_a_worker_that_dies_is_replaced_its_orphans_reaped_and_the_port_ke
             (started,) = [e for e in _log_entries(service)
                           if e.get("message") == "worker started" and e.get("worker") == 1]
             worker = int(started["worker_pid"])  # type: ignore[call-overload]
-            hosts = _children(worker)  # its offline recogniser's decoder host, started at warm-up
+            hosts = child_pids(worker)  # its offline recogniser's decoder host, started at warm-up
             assert hosts
             os.kill(worker, signal.SIGKILL)
             await wait_until(lambda: serving().count(1) == 2, timeout_s=60)

@@ -6,18 +6,13 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-from streaming_service.workers import child_pids, reap_orphans
-
-
-def _exited(proc: subprocess.Popen[bytes]) -> None:
-    _exited_pid(proc.pid)
+from streaming_service.workers import child_pids, process_state, reap_orphans
 
 
-def _exited_pid(pid: int) -> None:
+def _exited(pid: int) -> None:
     deadline = time.monotonic() + 10
-    while Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
+    while process_state(pid) != "Z":
         assert time.monotonic() < deadline
         time.sleep(0.01)
 
@@ -29,8 +24,8 @@ def test_a_live_child_and_an_own_child_are_left_to_their_parent_and_an_orphan_is
     # As an orphan would be: a child that no code in this process waits for.
     orphan_pid = os.posix_spawn(sys.executable, [sys.executable, "-c", "pass"], os.environ)
     try:
-        _exited(own)
-        _exited_pid(orphan_pid)
+        _exited(own.pid)
+        _exited(orphan_pid)
         assert reap_orphans({own.pid} | others) == [orphan_pid]  # only the exited one nobody claims
         assert own.wait(timeout=5) == 0  # its owner still gets its exit status
         assert live.poll() is None  # running: untouched
