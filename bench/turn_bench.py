@@ -163,10 +163,11 @@ async def _wait(predicate: Any, timeout_s: float) -> bool:
 async def _turn(sim: SimulatedCall, kind: str, disturbance: tuple[str, Any] | None, results: Results,
                 rng: random.Random) -> None:
     question, answer = TURNS[kind]
-    speech = marked_speech(question)
     if kind == "hesitant":
         pause_ms = 20 * rng.randint(7, 13)
         speech = marked_speech(HESITANT_PARTS[0]) + mulaw.silence(pause_ms) + marked_speech(HESITANT_PARTS[1])
+    else:
+        speech = marked_speech(question)
     spoken_at = await sim.say(speech)
     recording_from = len(sim.recording.agent)
     if not await _wait(lambda: sim.first_audio_after(spoken_at) is not None, 20):
