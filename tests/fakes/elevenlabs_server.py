@@ -122,6 +122,7 @@ class FakeElevenLabs:
     # --- handler ----------------------------------------------------------------------------
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
+        arrived = asyncio.get_running_loop().time()
         try:
             body = await request.json()
         except ValueError:
@@ -143,11 +144,11 @@ class FakeElevenLabs:
                           "Too many concurrent requests for your subscription.")
         self.in_flight += 1
         try:
-            return await self._speak(request, body)
+            return await self._speak(request, body, arrived)
         finally:
             self.in_flight -= 1
 
-    async def _speak(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+    async def _speak(self, request: web.Request, body: dict[str, Any], arrived: float) -> web.StreamResponse:
         status = self._failures.pop(0) if self._failures else self._fail_all
         if status is not None:
             return _error(status, "internal_error", "Injected failure")
@@ -159,7 +160,8 @@ class FakeElevenLabs:
 
         audio = speech_like_ulaw(text)
         cut_after, self._cut_after = self._cut_after, None
-        await asyncio.sleep(self.first_byte_delay_s)
+        # The first byte `first_byte_delay_s` after the request arrived: making the audio is inside that time.
+        await asyncio.sleep(max(0.0, arrived + self.first_byte_delay_s - asyncio.get_running_loop().time()))
         response = web.StreamResponse(headers={"Content-Type": "audio/basic"})
         await response.prepare(request)
         sent = 0

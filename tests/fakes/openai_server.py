@@ -154,12 +154,15 @@ class FakeOpenAI:
             return self._script.pop(0)
         return Reply(text=f"You said: {last_user}. What else can I do for you?")
 
-    async def _send_events(self, request: web.Request, events: list[str], cut_after: int | None
-                           ) -> web.StreamResponse:
+    async def _send_events(self, request: web.Request, events: list[str], cut_after: int | None,
+                           arrived: float, first_token: int = 0) -> web.StreamResponse:
+        """`events` from index `first_token` on are the model's tokens: the first `first_token_delay_s` after
+        the request arrived, the next ones `inter_token_delay_s` apart; what comes before them (the role
+        chunk, which carries no token) goes with the first."""
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                                "Cache-Control": "no-cache"})
         await response.prepare(request)
-        await asyncio.sleep(self.first_token_delay_s)
+        loop = asyncio.get_running_loop()
         try:
             for index, event in enumerate(events):
                 if cut_after is not None and index >= cut_after:
@@ -167,8 +170,11 @@ class FakeOpenAI:
                     assert request.transport is not None
                     request.transport.close()
                     return response
-                if index:
-                    await asyncio.sleep(self.inter_token_delay_s)
+                # On the model's clock from the request's arrival: this fake's own work and the timer's
+                # lateness never add to the delays it is set to play (a relative sleep per token drifted
+                # ~1.5 ms a token).
+                due = arrived + self.first_token_delay_s + max(0, index - first_token) * self.inter_token_delay_s
+                await asyncio.sleep(max(0.0, due - loop.time()))
                 await response.write(event.encode())
             await response.write_eof()
         except ConnectionError:  # the client went away (a cancelled run)
@@ -179,6 +185,7 @@ class FakeOpenAI:
     # --- POST /v1/chat/completions ----------------------------------------------------------
 
     async def _chat_completions(self, request: web.Request) -> web.StreamResponse:
+        arrived = asyncio.get_running_loop().time()
         body, kind, arg, early = await self._admit(request)
         if early is not None:
             return early
@@ -218,11 +225,12 @@ class FakeOpenAI:
             events += [chunk({"tool_calls": [{"index": index, "function": {"arguments": part}}]})
                        for part in (args[:half], args[half:]) if part]
         events += [chunk({}, finish), "data: [DONE]\n\n"]
-        return await self._send_events(request, events, arg + 1 if kind == "cut" else None)
+        return await self._send_events(request, events, arg + 1 if kind == "cut" else None, arrived, first_token=1)
 
     # --- POST /v1/responses (minimal) -------------------------------------------------------
 
     async def _responses(self, request: web.Request) -> web.StreamResponse:
+        arrived = asyncio.get_running_loop().time()
         body, kind, arg, early = await self._admit(request)
         if early is not None:
             return early
@@ -256,7 +264,7 @@ class FakeOpenAI:
         events = [event("response.output_text.delta", item_id=msg_id, output_index=0, content_index=0,
                         delta=piece, logprobs=[]) for piece in (_pieces(reply.text) if reply.text else [])]
         events.append(event("response.completed", response=response))
-        return await self._send_events(request, events, arg if kind == "cut" else None)
+        return await self._send_events(request, events, arg if kind == "cut" else None, arrived)
 
 
 def _error(status: int, code: str, message: str) -> web.Response:
