@@ -8,6 +8,8 @@ own process; the fakes have realistic delays (300 ms endpointing, 350 ms to the 
   to the general agent by its words), a handoff with a tool call (words triage must route), and a
   hesitant question (a 140-260 ms pause mid-sentence, under the endpointing: one turn, whose first
   draft the caller's later words outrun);
+- the questions are spoken in espeak-ng's voice, with its real 20-240 ms gaps between words (the answers'
+  interruptions in the synthetic `marked_speech`);
 - over the first two answers the caller does one thing, in turn: a backchannel ("mm-hm", "uh-huh",
   "yeah", "right", "okay", "sure"), a cough or a burst of line noise (200-800 ms at three loudness
   levels), or a true barge-in (real words).
@@ -21,6 +23,8 @@ Reported per scenario:
 - voice-to-voice p50/p95 by turn type: the caller's speech end -> the first reply frame received;
 - preemptive-generation hit rate (when the service reports it), and the drafts discarded per turn (model
   runs paid for and not used).
+First, with no service: the gaps inside 15 caller questions (espeak-ng) at least 40/60/80/120 ms long, per
+question: the drafts a preemptive pause of that length would start, and pay for, before the caller is done.
 `--hold-clear` measures the other design: `clear` only once the recogniser has heard words.
 """
 
@@ -45,11 +49,13 @@ from shared.audio import mulaw
 from shared.settings import SilenceOptions
 from shared.stream_token import mint_stream_token
 from streaming_service.backchannel import is_backchannel
+from streaming_service.engines.offline_tts import OfflineTextToSpeech
 from streaming_service.sentence_chunker import SentenceChunker
+from streaming_service.voice_activity import CallerSpeechDetector
 from tests.e2e.conftest import STREAM_SECRET, TWILIO_TOKEN, free_port
 from tests.e2e.heard_audio import compare, expected_frames, played_frames
 from tests.fakes.openai_server import FakeOpenAI, Reply, ToolCall, _pieces
-from tests.fakes.speech_marker import marked_speech, sound_without_words
+from tests.fakes.speech_marker import marked_speech, sound_without_words, with_words
 
 ROOT = Path(__file__).resolve().parent.parent
 LLM_TOKEN_MS = 15
@@ -127,6 +133,45 @@ async def serve_fakes() -> None:
 
 # --- the callers -----------------------------------------------------------------------------------------
 
+_spoken: dict[str, bytes] = {}
+
+
+async def natural_speech(text: str) -> bytes:
+    """`text` in espeak-ng's voice (the offline TTS) with its own pauses between words, 20-240 ms, where
+    `marked_speech` has none: the pauses that make a preemptive draft start too early cost what they cost.
+    Cut to its first and last voiced frames (the clip's end is the speech end) and carrying `text` for the
+    fake recogniser. Made once per text."""
+    if text not in _spoken:
+        frames = mulaw.frames(b"".join([chunk async for chunk in OfflineTextToSpeech().synthesize(text)]))
+        detector = CallerSpeechDetector()
+        voiced = [i for i, frame in enumerate(frames) if detector.process(frame).voiced]
+        _spoken[text] = with_words(b"".join(frames[voiced[0] : voiced[-1] + 1]), text)
+    return _spoken[text]
+
+
+CALLER_QUESTIONS = (
+    "What are your opening hours", "I would like to book a cleaning for next Tuesday afternoon",
+    "Can I speak to Doctor Smith about my appointment", "My name is John Smith and I need a checkup",
+    "Do you take my insurance or do I have to pay up front", "Could you tell me how much a filling costs",
+    "I think I have a cavity because my tooth hurts when I eat something cold", "Is there parking near the clinic",
+    "Please cancel my appointment on Friday at three", "What time do you close on Saturday",
+    "I need to reschedule, something came up at work", "Yes that works for me, thank you very much",
+    "Are you open on Sunday", "Can you send me a text with the address",
+    "My daughter needs a checkup before school starts next week")
+
+
+async def pauses_inside_questions(min_ms: tuple[int, ...] = (40, 60, 80, 120)) -> dict[str, float]:
+    """Gaps between voiced frames inside a question at least this long, per question (espeak-ng's voice): the
+    drafts a preemptive pause of that length starts before the caller has finished, each a model run."""
+    gaps: list[int] = []
+    for question in CALLER_QUESTIONS:
+        detector = CallerSpeechDetector()
+        voiced = [detector.process(frame).voiced for frame in mulaw.frames(await natural_speech(question))]
+        runs = "".join("v" if v else "." for v in voiced).strip(".").split("v")
+        gaps += [len(run) * mulaw.FRAME_MS for run in runs if run]
+    return {f">={ms}ms": round(sum(g >= ms for g in gaps) / len(CALLER_QUESTIONS), 2) for ms in min_ms}
+
+
 def reply_frames(text: str) -> list[bytes]:
     """The reply's audio as the service sends it: the fake model's word pieces through the chunker."""
     chunker = SentenceChunker()
@@ -165,9 +210,10 @@ async def _turn(sim: SimulatedCall, kind: str, disturbance: tuple[str, Any] | No
     question, answer = TURNS[kind]
     if kind == "hesitant":
         pause_ms = 20 * rng.randint(7, 13)
-        speech = marked_speech(HESITANT_PARTS[0]) + mulaw.silence(pause_ms) + marked_speech(HESITANT_PARTS[1])
+        speech = await natural_speech(HESITANT_PARTS[0]) + mulaw.silence(pause_ms) \
+            + await natural_speech(HESITANT_PARTS[1])
     else:
-        speech = marked_speech(question)
+        speech = await natural_speech(question)
     spoken_at = await sim.say(speech)
     recording_from = len(sim.recording.agent)
     if not await _wait(lambda: sim.first_audio_after(spoken_at) is not None, 20):
@@ -261,6 +307,8 @@ async def run_scenario(calls: int, rounds: int, hold_clear: bool) -> dict[str, A
     log_path.parent.mkdir(exist_ok=True)
     results = Results()
     cpu_shares: list[float] = []
+    for text in (*(question for question, _ in TURNS.values()), *HESITANT_PARTS):
+        await natural_speech(text)  # before the clock starts
     with log_path.open("w") as log_file:
         server = await asyncio.create_subprocess_exec(sys.executable, "-m", "streaming_service", cwd=ROOT, env=env,
                                                       stdout=subprocess.DEVNULL, stderr=log_file)
@@ -321,6 +369,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         asyncio.run(serve_fakes())
         return []
     rows = []
+    print(json.dumps({"pauses_inside_a_question": asyncio.run(pauses_inside_questions())}), flush=True)
     for calls in args.calls:
         rounds = args.rounds or (6 if calls == 1 else 1)
         row = asyncio.run(run_scenario(calls, rounds, args.hold_clear))

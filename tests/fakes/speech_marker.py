@@ -83,10 +83,7 @@ def sound_without_words(duration_ms: int, kind: str = "cough", gain: float = 1.0
     else:
         signal = noise / 3
     pcm = np.clip(signal * 9000 * gain, -32767, 32767).astype(np.int16)
-    ulaw = np.frombuffer(mulaw.encode(pcm), dtype=np.uint8).copy()
-    bits = _packet("")
-    ulaw[: len(bits)] = (ulaw[: len(bits)] & 0xFE) | bits
-    return ulaw.tobytes()
+    return with_words(mulaw.encode(pcm), "")
 
 
 def marked_speech(text: str, ms_per_word: int = 260) -> bytes:
@@ -95,11 +92,17 @@ def marked_speech(text: str, ms_per_word: int = 260) -> bytes:
     words = max(len(text.split()), 1)
     duration_ms = max(words * ms_per_word, len(bits) // mulaw.BYTES_PER_MS + mulaw.FRAME_MS)
     duration_ms = -(-duration_ms // mulaw.FRAME_MS) * mulaw.FRAME_MS
-    ulaw = np.frombuffer(
-        mulaw.encode(voiced_pcm(duration_ms, words, seed=zlib.crc32(text.encode()))), dtype=np.uint8
-    ).copy()
-    ulaw[: len(bits)] = (ulaw[: len(bits)] & 0xFE) | bits
-    return ulaw.tobytes()
+    return with_words(mulaw.encode(voiced_pcm(duration_ms, words, seed=zlib.crc32(text.encode()))), text)
+
+
+def with_words(ulaw: bytes, text: str) -> bytes:
+    """`ulaw` (any sound, e.g. a synthesised voice) carrying `text` for the fake recogniser."""
+    bits = _packet(text)
+    if len(bits) > len(ulaw):
+        raise ValueError(f"{len(ulaw)} samples cannot carry {len(bits)} bits")
+    marked = np.frombuffer(ulaw, dtype=np.uint8).copy()
+    marked[: len(bits)] = (marked[: len(bits)] & 0xFE) | bits
+    return marked.tobytes()
 
 
 class MarkerDecoder:
