@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import aiohttp
+import uvloop
 
 from bench.call_bench import REALISTIC, _pct, _proc_cpu_s, _wait_ready, loop_stalls, service_env
 from local.call_simulator import SimulatedCall
@@ -366,7 +367,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--serve-fakes", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_fakes:
-        asyncio.run(serve_fakes())
+        uvloop.run(serve_fakes())
         return []
     rows = []
     print(json.dumps({"pauses_inside_a_question": asyncio.run(pauses_inside_questions())}), flush=True)

@@ -22,6 +22,7 @@ from shared.audio import mulaw
 
 MAGIC = bytes([0xD5, 0x3C, 0x96, 0x1B])
 _MAGIC_BITS = np.unpackbits(np.frombuffer(MAGIC, dtype=np.uint8))
+_MAGIC_PATTERN = _MAGIC_BITS.tobytes()
 _HEADER_BYTES = len(MAGIC) + 2
 _CRC_BYTES = 4
 MAX_TEXT_BYTES = 2000  # a longer "length" is a false magic match
@@ -137,12 +138,10 @@ class MarkerDecoder:
         return found
 
     def _find_magic(self, start: int) -> int | None:
-        bits = self._bits[start:]
-        if len(bits) < len(_MAGIC_BITS):
-            return None
-        windows = np.lib.stride_tricks.sliding_window_view(bits, len(_MAGIC_BITS))
-        hits = np.flatnonzero((windows == _MAGIC_BITS).all(axis=1))
-        return start + int(hits[0]) if len(hits) else None
+        # One byte per bit, so the C substring search finds the magic (a sliding window of 32-bit compares
+        # was a fifth of the fakes' CPU at 100 calls).
+        at = self._bits.tobytes().find(_MAGIC_PATTERN, start)
+        return None if at < 0 else at
 
     def _parse(self, at: int) -> tuple[str, int] | tuple[()] | None:
         """(text, packet bit length) if valid, () if not a packet, None if more bits are needed."""
