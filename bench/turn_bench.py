@@ -8,8 +8,8 @@ own process; the fakes have realistic delays (300 ms endpointing, 350 ms to the 
   to the general agent by its words), a handoff with a tool call (words triage must route), and a
   hesitant question (a 140-260 ms pause mid-sentence, under the endpointing: one turn, whose first
   draft the caller's later words outrun);
-- the questions are spoken in espeak-ng's voice, with its real 20-240 ms gaps between words (the answers'
-  interruptions in the synthetic `marked_speech`);
+- the questions are spoken in espeak-ng's voice, with its real 20-240 ms gaps between words (the
+  backchannels and barge-ins stay in the synthetic, gapless `marked_speech`);
 - over the first two answers the caller does one thing, in turn: a backchannel ("mm-hm", "uh-huh",
   "yeah", "right", "okay", "sure"), a cough or a burst of line noise (200-800 ms at three loudness
   levels), or a true barge-in (real words).
