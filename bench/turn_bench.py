@@ -144,10 +144,15 @@ async def natural_speech(text: str) -> bytes:
     fake recogniser. Made once per text."""
     if text not in _spoken:
         frames = mulaw.frames(b"".join([chunk async for chunk in OfflineTextToSpeech().synthesize(text)]))
-        detector = CallerSpeechDetector()
-        voiced = [i for i, frame in enumerate(frames) if detector.process(frame).voiced]
+        voiced = [i for i, loud in enumerate(_voiced(frames)) if loud]
         _spoken[text] = with_words(b"".join(frames[voiced[0] : voiced[-1] + 1]), text)
     return _spoken[text]
+
+
+def _voiced(frames: list[bytes]) -> list[bool]:
+    """Each frame: speech, as the service's own detector hears it."""
+    detector = CallerSpeechDetector()
+    return [detector.process(frame).voiced for frame in frames]
 
 
 CALLER_QUESTIONS = (
@@ -166,8 +171,7 @@ async def pauses_inside_questions(min_ms: tuple[int, ...] = (40, 60, 80, 120)) -
     drafts a preemptive pause of that length starts before the caller has finished, each a model run."""
     gaps: list[int] = []
     for question in CALLER_QUESTIONS:
-        detector = CallerSpeechDetector()
-        voiced = [detector.process(frame).voiced for frame in mulaw.frames(await natural_speech(question))]
+        voiced = _voiced(mulaw.frames(await natural_speech(question)))
         runs = "".join("v" if v else "." for v in voiced).strip(".").split("v")
         gaps += [len(run) * mulaw.FRAME_MS for run in runs if run]
     return {f">={ms}ms": round(sum(g >= ms for g in gaps) / len(CALLER_QUESTIONS), 2) for ms in min_ms}

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from local.rehearsal.ecs import EcsAgent
 from streaming_service.task_protection import TASK_ROLE_ACTIONS
-from streaming_service.workers import child_pids
+from streaming_service.workers import child_pids, process_state
 from tests.chaos.harness import TimedCall
 from tests.chaos.service_process import ServiceProcess
 from tests.e2e.conftest import free_port, wait_until
@@ -125,10 +125,6 @@ async def test_two_workers_share_the_port_and_the_task_drains_and_protects_as_on
     assert "Traceback" not in service.log_text()
 
 
-def _any_exists(pids: set[int]) -> bool:
-    return any(Path(f"/proc/{pid}").exists() for pid in pids)
-
-
 async def test_a_worker_that_dies_is_replaced_its_orphans_reaped_and_the_port_keeps_serving(tmp_path: Path) -> None:
     """A killed worker's recogniser host leaves after it; the supervisor (PID 1 in the container, a subreaper
     here) adopts and reaps it rather than keeping a zombie per crash."""
@@ -154,7 +150,7 @@ async def test_a_worker_that_dies_is_replaced_its_orphans_reaped_and_the_port_ke
                         for pid in e.get("pids", [])}  # type: ignore[attr-defined]
 
             await wait_until(lambda: hosts <= reaped(), timeout_s=15)
-            assert not _any_exists(hosts)  # gone, not zombies
+            assert not any(process_state(pid) for pid in hosts)  # gone, not zombies ("Z")
             async with service.call(http) as sim:  # the port still takes calls
                 await sim.wait_for_agent(since=0, timeout_s=60)
                 assert sim.agent_audio_ms() > 0
