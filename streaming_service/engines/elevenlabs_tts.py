@@ -4,12 +4,16 @@ Each sentence is one `POST /v1/text-to-speech/{voice}/stream?output_format=ulaw_
 stitched to its neighbours with `previous_text` / `next_text` so the pieces of one reply keep one
 prosody. The SDK does not retry streaming calls, so a failure surfaces at once and the session decides
 what to do. Pooled connections are kept alive well past a caller's turn, so no turn pays a handshake.
+
+The SDK's `httpx` client runs on aiohttp's transport (`httpx-aiohttp`, by httpx's maintainers; the openai SDK
+ships the same one as its `DefaultAioHttpClient`): a sentence's request and streamed audio cost 1.4 ms of CPU
+against 3.0 over httpcore, and one pool serves every call (httpcore 1.x checked each pooled connection against
+every other on each request, which had needed eight pools). bench/profile-50-calls.md has the figures.
 """
 
 from __future__ import annotations
 
 import logging
-import zlib
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
@@ -17,9 +21,9 @@ import httpx
 from elevenlabs import AsyncElevenLabs
 from elevenlabs.core.api_error import ApiError
 from elevenlabs.core.request_options import RequestOptions
+from httpx_aiohttp import HttpxAiohttpClient
 
 from shared.settings import Settings
-from shared.structured_logging import current_call_sid
 from streaming_service.engines.base import EngineError, TextToSpeech
 
 log = logging.getLogger(__name__)
@@ -29,8 +33,8 @@ VENDOR = "elevenlabs"
 READ_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 5.0
 KEEPALIVE_S = 120.0  # httpx's default (5 s) is shorter than a caller's turn
+MAX_CONNECTIONS = 1000  # one per sentence being spoken; the transport's default (100) would queue calls
 STITCH_CHARS = 300  # of neighbouring text sent for prosody
-POOLS = 8  # HTTP connection pools per engine (calls spread over them by call id)
 STREAMING_LATENCY = 3  # max latency optimisations, text normaliser still on (4 mangles numbers)
 
 
@@ -42,22 +46,11 @@ class ElevenLabsTextToSpeech(TextToSpeech):
         self._model = settings.elevenlabs_model
         self._default_voice = settings.elevenlabs_voice_id
         self._language = {"language_code": settings.elevenlabs_language} if settings.elevenlabs_language else {}
-        # Pooled HTTP clients: the TLS handshake is paid once per connection, not per sentence. Several
-        # pools, each call on one of them: httpcore 1.x checks every connection of a pool against every other
-        # on each request (n squared, a socket probe each), 9% of the service's CPU at 100 calls in one pool.
-        # One TLS context for all of them: each of its own loads the CA store (start-up 550 ms, 1.2 MB for 8).
-        tls = httpx.create_ssl_context()
-        self._pools = [httpx.AsyncClient(timeout=httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S), verify=tls,
-                                         limits=httpx.Limits(max_keepalive_connections=200 // POOLS,
-                                                             keepalive_expiry=KEEPALIVE_S))
-                       for _ in range(POOLS)]
-        self._clients = [AsyncElevenLabs(api_key=key.get_secret_value() if key else None,
-                                         base_url=settings.elevenlabs_base_url, httpx_client=pool)
-                         for pool in self._pools]
-
-    def _client(self) -> AsyncElevenLabs:
-        """The pool of the call being served: its sentences reuse its own warm connection."""
-        return self._clients[zlib.crc32((current_call_sid() or "").encode()) % POOLS]
+        self._http = HttpxAiohttpClient(timeout=httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
+                                        limits=httpx.Limits(max_connections=MAX_CONNECTIONS,
+                                                            keepalive_expiry=KEEPALIVE_S))
+        self._client = AsyncElevenLabs(api_key=key.get_secret_value() if key else None,
+                                       base_url=settings.elevenlabs_base_url, httpx_client=self._http)
 
     async def synthesize(self, text: str, voice_id: str | None = None, *, previous_text: str = "",
                          next_text: str = "") -> AsyncIterator[bytes]:
@@ -68,7 +61,7 @@ class ElevenLabsTextToSpeech(TextToSpeech):
             stitching["previous_text"] = previous_text.strip()[-STITCH_CHARS:]
         if next_text.strip():
             stitching["next_text"] = next_text.strip()[:STITCH_CHARS]
-        stream = self._client().text_to_speech.stream(
+        stream = self._client.text_to_speech.stream(
             voice_id=voice_id or self._default_voice,
             text=text,
             model_id=self._model,
@@ -93,8 +86,7 @@ class ElevenLabsTextToSpeech(TextToSpeech):
             await stream.aclose()
 
     async def aclose(self) -> None:
-        for pool in self._pools:
-            await pool.aclose()
+        await self._http.aclose()
 
 
 # Each network read is handed on as it arrives (httpx's chunk_size None). The SDK's default, 1024 bytes, holds

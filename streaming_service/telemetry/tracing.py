@@ -92,14 +92,14 @@ class ServiceTracing:
         return self.provider is not None
 
     def instrument_clients(self) -> None:
-        """Client spans for what the libraries support cheaply: httpx (ElevenLabs) and Redis.
-        (openai and mcp use httpx2, asyncpg's instrumentation lags the SDK: see the report.)"""
+        """Client spans for what the libraries support cheaply: aiohttp's client (under the ElevenLabs and
+        OpenAI SDKs) and Redis. (mcp uses httpx2, asyncpg's instrumentation lags the SDK: see the report.)"""
         if self.provider is None or self._instrumented:
             return
-        from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+        from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
         from opentelemetry.instrumentation.redis import RedisInstrumentor
 
-        for instrumentor in (HTTPXClientInstrumentor(), RedisInstrumentor()):
+        for instrumentor in (AioHttpClientInstrumentor(), RedisInstrumentor()):
             instrumentor.instrument(tracer_provider=self.provider)
             self._instrumented.append(instrumentor)
 

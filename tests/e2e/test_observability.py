@@ -128,9 +128,14 @@ async def test_one_trace_from_the_webhook_through_the_call(observed: ObservedSta
     for span in (s for s in spans if s.name in OWN_SPANS):
         assert span.attributes["call_sid"] == session.call.call_sid and span.attributes["tenant_id"] == "acme"
         assert span.attributes["aws.xray.annotations"] == ["tenant_id", "call_sid"]
-    # Outgoing vendor HTTP (ElevenLabs, over httpx) is traced inside the TTS spans.
+    # Outgoing vendor HTTP (over aiohttp) is traced: ElevenLabs inside the TTS spans, the model's requests
+    # inside the call (a preemptive draft starts before its turn does).
     http = [s for s in spans if s.name not in OWN_SPANS]
-    assert http and all(by_id[s.parent_span_id].name == "tts" for s in http)
+    voice = [s for s in http if "/v1/text-to-speech/" in s.attributes["http.url"]]
+    model = [s for s in http if s.attributes["http.url"].endswith("/v1/chat/completions")]
+    assert voice and all(by_id[s.parent_span_id].name == "tts" for s in voice)
+    assert model and all(by_id[s.parent_span_id].name in {"call", "agent"} for s in model)
+    assert len(voice) + len(model) == len(http)
 
     text = observed.receiver.as_text() + "".join(b.decode("latin-1") for b in observed.receiver.raw_bodies)
     assert [secret for secret in SECRETS if secret in text] == []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import zlib
 from collections.abc import AsyncIterator
 
 import numpy as np
@@ -15,7 +14,7 @@ from shared.audio import mulaw
 from shared.settings import Settings
 from shared.structured_logging import bind_call
 from streaming_service.engines.base import EngineError
-from streaming_service.engines.elevenlabs_tts import POOLS, ElevenLabsTextToSpeech
+from streaming_service.engines.elevenlabs_tts import ElevenLabsTextToSpeech
 from tests.fakes.elevenlabs_server import MS_PER_CHAR, FakeElevenLabs
 
 
@@ -173,26 +172,18 @@ async def test_first_audio_is_handed_on_as_it_arrives(fake: FakeElevenLabs, tts:
     assert mulaw.duration_ms(first + rest) == len("Your table for four is booked for seven tonight.") * MS_PER_CHAR
 
 
-async def test_each_call_reuses_its_own_pooled_connection(fake: FakeElevenLabs, tts: ElevenLabsTextToSpeech) -> None:
-    """Calls are spread over several connection pools (one pool's per-request upkeep grows with the square of
-    its connections); a call's sentences stay on one pool, so each reuses the connection the last one left."""
+async def test_sentences_reuse_one_pooled_connection(fake: FakeElevenLabs, tts: ElevenLabsTextToSpeech) -> None:
+    """Every sentence of every call reuses the connection the last one left (no handshake per sentence), and
+    sentences spoken at once each get a connection of their own, kept for later ones."""
 
     async def call_says(call_sid: str, sentences: int) -> None:
         bind_call(call_sid, "acme")  # as the call session does: this task serves that call
         for _ in range(sentences):
             await collect(tts, "One more sentence.")
 
-    calls = [f"CA{n:032d}" for n in range(16)]
-    for call_sid in calls:
-        await asyncio.create_task(call_says(call_sid, 3))  # a task of its own: its own context
-    ports = [request.client_port for request in fake.requests]
-    per_call = [ports[i : i + 3] for i in range(0, len(ports), 3)]
-    assert all(len(set(sentences)) == 1 for sentences in per_call)  # each call: one connection, reused
-    assert len(set(ports)) == len({zlib.crc32(c.encode()) % POOLS for c in calls}) > 1  # one per pool used
-
-
-def test_pools_share_one_tls_context(fake: FakeElevenLabs) -> None:
-    # Each context loads the whole CA store: eight of them cost half a second of start-up and a megabyte.
-    tts = make_tts(fake)
-    contexts = {id(pool._transport._pool._ssl_context) for pool in tts._pools}  # type: ignore[attr-defined]
-    assert len(tts._pools) == POOLS and len(contexts) == 1
+    for n in range(8):
+        await asyncio.create_task(call_says(f"CA{n:032d}", 3))  # one after another
+    assert len({request.client_port for request in fake.requests}) == 1
+    fake.requests.clear()
+    await asyncio.gather(*(call_says(f"CB{n:032d}", 3) for n in range(4)))  # four calls speaking at once
+    assert 1 < len({request.client_port for request in fake.requests}) <= 4
