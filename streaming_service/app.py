@@ -108,13 +108,18 @@ def create_app(settings: Settings, engines: Engines, recorder: CallRecorder | No
     app = web.Application(client_max_size=settings.max_ws_message_bytes)
     app[CLAIMS] = stream_claims or StreamClaims()
     app[PENDING] = PendingSockets(settings.stream_admission.max_pending_per_address)
+    call_engines = CallEngineFactory(settings, engines, capacity, data)
     app[STATE] = ServiceState(settings=settings, engines=engines, recorder=recorder or LoggingCallRecorder(),
                                 tenant_settings=tenant_settings or no_tenant_settings,
                                 telemetry=telemetry or ServiceTelemetry.from_settings(settings),
                                 capacity=capacity,
-                                call_engines=CallEngineFactory(settings, engines, capacity, data).for_call,
-                                worker=worker)
+                                call_engines=call_engines.for_call, worker=worker)
     app.cleanup_ctx.append(_telemetry_lifetime)
+
+    async def close_engines(_: web.Application) -> None:  # the app owns the engines it serves calls with
+        await call_engines.aclose()
+
+    app.on_cleanup.append(close_engines)
     app.on_startup.append(_warm_up)
     app.router.add_get("/", health)
     app.router.add_get("/ready", ready)

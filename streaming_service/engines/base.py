@@ -92,6 +92,10 @@ class TextToSpeech(abc.ABC):
         implementation stops its request. Raises EngineError on vendor failure.
         """
 
+    async def aclose(self) -> None:
+        """Release what the voice holds across calls (a vendor's connection pool)."""
+        return None
+
 
 # --- agent -----------------------------------------------------------------------------------
 

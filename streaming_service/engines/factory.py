@@ -7,6 +7,7 @@ Heavy engine modules are imported only when chosen.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -104,6 +105,9 @@ class CallEngineFactory:
     - or the offline twins when the webhook answered the call in `offline` capacity mode."""
 
     MAX_TENANT_ENGINES = 256
+    # An engine dropped from the kept ones may still serve live calls: it is closed once the longest call
+    # (Twilio's four hours) has surely ended, or when the service stops.
+    RETIRED_CLOSE_AFTER_S = 4 * 3600.0
 
     def __init__(self, settings: Settings, engines: Engines, capacity: ServiceCapacity | None,
                  data: ServiceData | None = None) -> None:
@@ -112,6 +116,8 @@ class CallEngineFactory:
         self.capacity = capacity
         self.data = data
         self._tenant_engines: dict[tuple[str, ...], Any] = {}
+        self._retired: dict[int, tuple[Any, asyncio.TimerHandle]] = {}
+        self._closing: set[asyncio.Task[None]] = set()
         from shared.tenancy.vendor_secrets import cipher_from_settings
 
         self._cipher = cipher_from_settings(settings)
@@ -134,9 +140,30 @@ class CallEngineFactory:
         engine = self._tenant_engines.get(identity)
         if engine is None:
             if len(self._tenant_engines) >= self.MAX_TENANT_ENGINES:
-                self._tenant_engines.pop(next(iter(self._tenant_engines)))
+                self._retire(self._tenant_engines.pop(next(iter(self._tenant_engines))))
             engine = self._tenant_engines[identity] = build()
         return engine
+
+    def _retire(self, engine: Any) -> None:
+        def close() -> None:
+            self._retired.pop(id(engine), None)
+            task = asyncio.create_task(close_engines(engine))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+        self._retired[id(engine)] = (engine, asyncio.get_running_loop().call_later(self.RETIRED_CLOSE_AFTER_S, close))
+
+    async def aclose(self) -> None:
+        """At shutdown, after the calls: every engine's connections, the process's and the tenants'."""
+        for _, timer in self._retired.values():
+            timer.cancel()
+        retired = [engine for engine, _ in self._retired.values()]
+        self._retired.clear()
+        await asyncio.gather(*self._closing, return_exceptions=True)
+        base = self.engines
+        await close_engines(*self._tenant_engines.values(), *retired, base.stt, base.stt_fallback, base.tts,
+                            base.agent)
+        self._tenant_engines.clear()
 
     def _tenant_base(self, keys: dict[str, str], tenant: dict[str, Any]) -> Engines:
         """The process's engines, with the tenant's own account (or model, or language) where it has one."""
@@ -213,6 +240,21 @@ class CallEngineFactory:
         if accounts["openai"].budget > 0 and offline_agent is not None:  # a vendor agent, with a rate budget
             agent = RateBudgetedAgent(agent, offline_agent, ledger, accounts["openai"])
         return Engines(stt=stt, tts=tts, agent=agent, stt_fallback=base.stt_fallback)
+
+
+async def close_engines(*engines: object) -> None:
+    """Closes each engine that holds connections (a vendor voice's or model's HTTP pool) once; one failing to
+    close does not keep the others open."""
+    seen: set[int] = set()
+    for engine in engines:
+        close = getattr(engine, "aclose", None)
+        if close is None or id(engine) in seen:
+            continue
+        seen.add(id(engine))
+        try:
+            await close()
+        except Exception:
+            log.warning("engine did not close cleanly", extra={"engine": type(engine).__name__}, exc_info=True)
 
 
 def _fingerprint(key: str) -> str:

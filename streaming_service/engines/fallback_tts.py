@@ -37,3 +37,7 @@ class FallbackTextToSpeech(TextToSpeech):
         # The vendor's partial audio already played; the sentence is said again whole, so no words are lost.
         async for chunk in self.backup.synthesize(text, None):
             yield chunk
+
+    async def aclose(self) -> None:
+        await self.primary.aclose()
+        await self.backup.aclose()
