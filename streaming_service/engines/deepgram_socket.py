@@ -22,6 +22,7 @@ from typing import Any
 from deepgram.core.api_error import ApiError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
+from websockets.protocol import State
 from websockets.typing import Data
 
 
@@ -57,6 +58,22 @@ class UncompressedSocket:
     async def send(self, data: Data) -> None:
         connection = self._connection or await self.open()
         await connection.send(data)
+
+    def send_now(self, data: bytes, max_buffered: int = 64 * 1024) -> bool:
+        """Writes one binary frame at once, without a task hop or the async send's context manager: a live
+        call's caller audio, 50 frames a second. False when it cannot (not open, or the socket is backed up
+        past `max_buffered`, where the async `send` would wait for it to drain): the caller sends it the
+        usual way instead. A failed write is left to the connection's reader, which sees the socket die."""
+        connection = self._connection
+        if connection is None or connection.protocol.state is not State.OPEN \
+                or connection.transport.get_write_buffer_size() > max_buffered:
+            return False
+        connection.protocol.send_binary(data)
+        try:
+            connection.send_data()
+        except OSError:
+            return False
+        return True
 
     async def recv(self) -> Data:
         connection = self._connection or await self.open()

@@ -1,10 +1,13 @@
 """Deepgram live speech to text (`/v1/listen` through `deepgram-sdk` 7.x), with reconnects that lose no words.
 
-One stream per call. `send_audio` only appends to a buffer; a sender task writes it to the socket (without
-permessage-deflate: deepgram_socket.py). While the caller is quiet, audio goes out in sends of
-`quiet_batch_ms`; from the first loud frame until `speech_tail_ms` after the last one (the stretch in which
-Deepgram finds speech, interim words and the end of the turn), every frame goes out as it arrives, so batching
-delays no speech start, no word and no endpoint.
+One stream per call. `send_audio` appends to a buffer; audio that is due goes to the socket (without
+permessage-deflate: deepgram_socket.py) at once while the connection is open and idle, else a sender task
+writes it (the handshake, a backlog, a resend after a reconnect, Finalize and CloseStream keep their order).
+The SDK's socket client still opens, reads, finalizes and closes; only the audio bytes skip its `send_media`, a
+one-line await of the same socket. While the caller is quiet, audio goes out in sends of `quiet_batch_ms`;
+from the first loud frame until `speech_tail_ms` after the last one (the stretch in which Deepgram finds speech,
+interim words and the end of the turn), every frame goes out as it arrives, so batching delays no speech start,
+no word and no endpoint.
 The buffer keeps every byte since the last final result, so after a dropped socket the new
 connection is fed that audio again: speech that was not yet final is transcribed once, and speech
 already final is never resent. Deepgram's `start`/`duration` are relative to each connection, so
@@ -142,6 +145,9 @@ class DeepgramStream(SpeechToTextStream):
         self._below_quiet = mulaw.codes_below(int(options.quiet_rms))
         self._urgent_until = -1  # call byte offset: audio ending at or before it is sent as it arrives
         self._flush_timer: asyncio.TimerHandle | None = None
+        # The current connection's socket while its sender waits with everything sent: audio due then is
+        # written at once from send_audio (the sender task would add a wakeup and the async send per frame).
+        self._idle_socket: UncompressedSocket | None = None
 
     def start(self) -> None:
         self._runner = asyncio.create_task(self._run(), name=f"deepgram-stt-{self._call_sid}")
@@ -161,10 +167,30 @@ class DeepgramStream(SpeechToTextStream):
         if self._loud(ulaw):
             self._urgent_until = end + self._tail_bytes
         if end <= self._urgent_until or end - self._sent_upto >= self._batch_bytes:
-            self._audio_ready.set()
+            if not self._send_now():
+                self._audio_ready.set()
         elif self._flush_timer is None:  # quiet audio is never held longer than one batch
             self._flush_timer = asyncio.get_running_loop().call_later(
-                self._options.quiet_batch_ms / 1000, self._audio_ready.set)
+                self._options.quiet_batch_ms / 1000, self._flush)
+
+    def _flush(self) -> None:
+        if not self._send_now():
+            self._audio_ready.set()
+
+    def _send_now(self) -> bool:
+        """Writes what is due straight to an idle, open socket; False leaves it to the sender task."""
+        socket = self._idle_socket
+        if socket is None or self._finalize_wanted or self._closing:
+            return False
+        chunk = bytes(self._buf[self._sent_upto - self._buf_start :])
+        if len(chunk) > self._options.max_chunk_bytes or not socket.send_now(chunk):
+            return False
+        self._cancel_flush_timer()
+        self._sent_upto += len(chunk)
+        self._last_send = time.monotonic()
+        if self._unanswered_since is None:
+            self._unanswered_since = self._last_send
+        return True
 
     def _loud(self, ulaw: bytes) -> bool:
         """Whether any 20 ms frame of `ulaw` is louder than `quiet_rms`."""
@@ -326,6 +352,13 @@ class DeepgramStream(SpeechToTextStream):
     # --- per-connection tasks ----------------------------------------------------------------
 
     async def _send(self, conn: AsyncV1SocketClient) -> None:
+        socket = getattr(conn, "_websocket", None)  # the SDK client's transport (deepgram_socket.py)
+        try:
+            await self._send_while_open(conn, socket if isinstance(socket, UncompressedSocket) else None)
+        finally:
+            self._idle_socket = None
+
+    async def _send_while_open(self, conn: AsyncV1SocketClient, socket: UncompressedSocket | None) -> None:
         while True:
             if self._sent_upto < self._buf_start + len(self._buf):
                 offset = self._sent_upto - self._buf_start
@@ -345,7 +378,11 @@ class DeepgramStream(SpeechToTextStream):
                 return
             self._audio_ready.clear()
             self._cancel_flush_timer()  # everything is sent: the next quiet batch starts its own timer
-            await self._audio_ready.wait()
+            self._idle_socket = socket
+            try:
+                await self._audio_ready.wait()
+            finally:
+                self._idle_socket = None
 
     def _cancel_flush_timer(self) -> None:
         if self._flush_timer is not None:
