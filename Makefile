@@ -37,7 +37,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy shared streaming_service functions local infra bench/call_bench.py bench/run_all.py \
 	  bench/turn_bench.py bench/capacity_bench.py bench/memory_bench.py bench/offline_stt_load.py \
-	  bench/worker_scaling.py bench/agent_request_bench.py
+	  bench/worker_scaling.py bench/agent_request_bench.py bench/media_floor_bench.py
 
 demo: setup
 	$(VENV)/bin/voice-agent demo

@@ -15,6 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = [
     ("pipeline: concurrent calls (1, 10, 50, 100; 1 and 2 workers) at zero and realistic vendor delays",
      ["bench.call_bench"]),
+    ("the media floor: CPU per call-minute of Twilio's frames alone (receive, parse, VAD, forward to STT), 50 calls",
+     ["bench.media_floor_bench"]),
     ("worker scaling: the calls a task of 2 vCPUs (CPU quotas) holds within a 1 s voice-to-voice p95, 1 and 2 workers",
      ["bench.worker_scaling"]),
     ("turn-taking: false interruptions, barge-in and voice-to-voice by turn type (1 and 50 calls)",
