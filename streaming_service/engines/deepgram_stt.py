@@ -7,7 +7,7 @@ The SDK's socket client still opens, reads, finalizes and closes; only the audio
 one-line await of the same socket. While the caller is quiet, audio goes out in sends of `quiet_batch_ms`;
 from the first loud frame until `speech_tail_ms` after the last one (the stretch in which Deepgram finds speech,
 interim words and the end of the turn), every frame goes out as it arrives, so batching delays no speech start,
-no word and no endpoint.
+no word and no endpoint. A `finalize()` ends that stretch early: the service then times the pause itself.
 The buffer keeps every byte since the last final result, so after a dropped socket the new
 connection is fed that audio again: speech that was not yet final is transcribed once, and speech
 already final is never resent. Deepgram's `start`/`duration` are relative to each connection, so
@@ -206,6 +206,9 @@ class DeepgramStream(SpeechToTextStream):
         """Finalize after the audio already given (the sender keeps the order); Flux has no such message."""
         if self._flux or self._closing or self._finished:
             return False
+        # The caller's pause is the service's to time from here (its own end of turn needs the final, not
+        # Deepgram's endpointing): the rest of the speech tail goes in quiet batches until the caller is loud.
+        self._urgent_until = min(self._urgent_until, self._buf_start + len(self._buf))
         self._finalize_wanted = True
         self._audio_ready.set()
         return True

@@ -271,3 +271,26 @@ async def test_quiet_audio_goes_in_batches_speech_and_its_tail_frame_by_frame(fa
     await listener.wait_until(lambda: TranscriptKind.UTTERANCE_END in listener.kinds())
     assert listener.finals == [PHRASE]
     await stream.close()
+
+
+async def test_after_finalize_the_rest_of_the_tail_goes_in_batches(fake: FakeDeepgram) -> None:
+    """Once the service asks for the final at a pause, it times the pause itself: the quiet after it goes in
+    batches like any quiet, not frame by frame; the caller speaking again is sent as it comes."""
+    stream, listener = await open_stream(fake)
+    await fake.wait_until(lambda: fake.connections == 1)
+    speech, pause = marked_speech(PHRASE), mulaw.silence(60)
+    await feed(stream, speech + pause)
+    assert await stream.finalize()
+    await listener.wait_until(lambda: listener.finals == [PHRASE])
+    record = fake.records[0]
+    before_tail = len(record.binary_sizes)
+    tail = mulaw.silence(1000)
+    await feed(stream, tail)
+    await fake.wait_until(lambda: fake.bytes_received == [len(speech) + len(pause) + len(tail)])
+    assert len(record.binary_sizes) - before_tail <= len(tail) // (FAST.quiet_batch_ms * mulaw.BYTES_PER_MS) + 2
+    again = marked_speech("and one more thing")
+    await feed(stream, again)
+    frames_sent = len(record.binary_sizes)
+    await fake.wait_until(lambda: sum(fake.bytes_received) == len(speech) + len(pause) + len(tail) + len(again))
+    assert len(record.binary_sizes) - frames_sent <= 2  # already out, frame by frame
+    await stream.close()
