@@ -183,6 +183,8 @@ class DeepgramStream(SpeechToTextStream):
         if socket is None or self._finalize_wanted or self._closing:
             return False
         chunk = bytes(self._buf[self._sent_upto - self._buf_start :])
+        if not chunk:  # nothing due (an empty binary message would end Deepgram's stream)
+            return True
         if len(chunk) > self._options.max_chunk_bytes or not socket.send_now(chunk):
             return False
         self._cancel_flush_timer()
