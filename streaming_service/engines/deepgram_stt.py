@@ -167,13 +167,13 @@ class DeepgramStream(SpeechToTextStream):
         if self._loud(ulaw):
             self._urgent_until = end + self._tail_bytes
         if end <= self._urgent_until or end - self._sent_upto >= self._batch_bytes:
-            if not self._send_now():
-                self._audio_ready.set()
+            self._send_due()
         elif self._flush_timer is None:  # quiet audio is never held longer than one batch
             self._flush_timer = asyncio.get_running_loop().call_later(
-                self._options.quiet_batch_ms / 1000, self._flush)
+                self._options.quiet_batch_ms / 1000, self._send_due)
 
-    def _flush(self) -> None:
+    def _send_due(self) -> None:
+        """What is due goes out now: in line when the socket is idle, else by the sender task."""
         if not self._send_now():
             self._audio_ready.set()
 
@@ -188,11 +188,15 @@ class DeepgramStream(SpeechToTextStream):
         if len(chunk) > self._options.max_chunk_bytes or not socket.send_now(chunk):
             return False
         self._cancel_flush_timer()
-        self._sent_upto += len(chunk)
+        self._sent(len(chunk))
+        return True
+
+    def _sent(self, size: int) -> None:
+        """`size` more bytes of the buffer are on the current connection: the watchdog waits for an answer."""
+        self._sent_upto += size
         self._last_send = time.monotonic()
         if self._unanswered_since is None:
             self._unanswered_since = self._last_send
-        return True
 
     def _loud(self, ulaw: bytes) -> bool:
         """Whether any 20 ms frame of `ulaw` is louder than `quiet_rms`."""
@@ -357,22 +361,14 @@ class DeepgramStream(SpeechToTextStream):
     # --- per-connection tasks ----------------------------------------------------------------
 
     async def _send(self, conn: AsyncV1SocketClient) -> None:
-        socket = getattr(conn, "_websocket", None)  # the SDK client's transport (deepgram_socket.py)
-        try:
-            await self._send_while_open(conn, socket if isinstance(socket, UncompressedSocket) else None)
-        finally:
-            self._idle_socket = None
-
-    async def _send_while_open(self, conn: AsyncV1SocketClient, socket: UncompressedSocket | None) -> None:
+        transport = getattr(conn, "_websocket", None)  # the SDK client's transport (deepgram_socket.py)
+        socket = transport if isinstance(transport, UncompressedSocket) else None
         while True:
             if self._sent_upto < self._buf_start + len(self._buf):
                 offset = self._sent_upto - self._buf_start
                 chunk = bytes(self._buf[offset : offset + self._options.max_chunk_bytes])
                 await conn.send_media(chunk)
-                self._sent_upto += len(chunk)
-                self._last_send = time.monotonic()
-                if self._unanswered_since is None:
-                    self._unanswered_since = self._last_send
+                self._sent(len(chunk))
                 continue
             if self._finalize_wanted:
                 self._finalize_wanted = False

@@ -32,7 +32,7 @@ VENDOR = "elevenlabs"
 # A stalled stream must not hold a caller in silence: bound each read, not the whole sentence.
 READ_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 5.0
-KEEPALIVE_S = 120.0  # httpx's default (5 s) is shorter than a caller's turn
+KEEPALIVE_S = 120.0  # the pool's default (aiohttp's 15 s) can be shorter than a caller's turn
 MAX_CONNECTIONS = 1000  # one per sentence being spoken; the transport's default (100) would queue calls
 STITCH_CHARS = 300  # of neighbouring text sent for prosody
 STREAMING_LATENCY = 3  # max latency optimisations, text normaliser still on (4 mangles numbers)

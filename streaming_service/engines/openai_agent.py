@@ -22,7 +22,7 @@ from streaming_service.engines.base import CallContext, EngineError
 from streaming_service.engines.openai_client import AgentsOpenAI
 
 VENDOR = "openai"
-KEEPALIVE_S = 120.0  # the client's default (5 s) is shorter than a caller's turn: each turn would reconnect
+KEEPALIVE_S = 120.0  # the pool's default (aiohttp's 15 s) can be shorter than a caller's turn: it would reconnect
 
 
 class OpenAIAgentRuntime(AgentsSdkRuntime):
@@ -43,8 +43,7 @@ class OpenAIAgentRuntime(AgentsSdkRuntime):
         self._client = AgentsOpenAI(base_url=settings.openai_base_url, api_key=key,
                                     timeout=settings.openai_timeout_s, max_retries=1,
                                     http_client=DefaultAioHttpClient(limits=httpx2.Limits(
-                                        max_connections=1000, max_keepalive_connections=200,
-                                        keepalive_expiry=KEEPALIVE_S)))
+                                        max_connections=1000, keepalive_expiry=KEEPALIVE_S)))
         self._model = OpenAIChatCompletionsModel(model=settings.openai_model, openai_client=self._client)
 
     def model_for(self, call: CallContext) -> Model:
