@@ -73,6 +73,9 @@ class FakeOpenAI:
     headers: list[dict[str, str]] = field(default_factory=list)
     other_keys: set[str] = field(default_factory=set)  # more accounts' keys this fake accepts (tenants' own)
     client_disconnects: int = 0  # streams the client abandoned (a cancelled run)
+    # Chunks without `object` and `created`, as some OpenAI-compatible servers send them.
+    loose_chunks: bool = False
+    chunks: list[dict[str, Any]] = field(default_factory=list)  # every streamed chat chunk sent
 
     def __post_init__(self) -> None:
         self._script: list[Reply] = []
@@ -212,6 +215,9 @@ class FakeOpenAI:
             payload = {"id": chunk_id, "object": "chat.completion.chunk", "created": 0,
                        "model": body.get("model", ""),
                        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+            if self.loose_chunks:
+                del payload["object"], payload["created"]
+            self.chunks.append(payload)
             return f"data: {json.dumps(payload)}\n\n"
 
         events = [chunk({"role": "assistant", "content": ""})]

@@ -284,3 +284,38 @@ async def test_requests_go_out_as_the_sdk_made_them_and_the_clients_transform_wo
     last = fake.requests[-1]["messages"]
     assert [m["role"] for m in last].count("tool") >= 2 and any(m.get("tool_calls") for m in last)
     assert last[-1]["role"] == "tool" and json.loads(last[-1]["content"])["status"] == "needs_confirmation"
+
+
+async def test_openais_chunks_validate_and_a_compatible_servers_looser_chunks_still_make_the_reply(
+        fake: FakeOpenAI, runtime: OpenAIAgentRuntime, tenant: TenantProfile) -> None:
+    """streaming_service/engines/openai_client.py validates each streamed chunk with pydantic-core and builds one
+    that does not validate leniently, as the openai client always did. OpenAI's own shape (the fake's) takes the
+    validated path; chunks without `object` and `created` (some OpenAI-compatible servers) still stream a
+    handoff and a reply."""
+    from openai.types.chat import ChatCompletionChunk
+
+    fake.script(ToolCall("transfer_to_general"), "We are open from nine to six.")
+    events = await turn(runtime, new_call(tenant), Conversation(), "Hi there, I was wondering something")
+    assert [e.data["to"] for e in events if e.kind is AgentEventKind.HANDOFF] == ["general"]
+    assert fake.chunks and all(ChatCompletionChunk.model_validate(c) for c in fake.chunks)
+
+    fake.loose_chunks = True
+    fake.script(ToolCall("transfer_to_general"), "We are open from nine to six.")
+    events = await turn(runtime, new_call(tenant), Conversation(), "Hi there, I was wondering something")
+    assert [e.data["to"] for e in events if e.kind is AgentEventKind.HANDOFF] == ["general"]
+    assert spoken(events) == "We are open from nine to six."
+
+
+async def test_calls_without_tenant_tools_share_one_agent_graph_and_keep_their_own_place_in_it(
+        fake: FakeOpenAI, runtime: OpenAIAgentRuntime, make_tenant: Any) -> None:
+    """The agents hold no call state: calls with no MCP servers of their own run on their model's one graph,
+    and each call still moves through it on its own (one handed off to booking, the other still at triage)."""
+    first = new_call(await make_tenant(**TENANT_SETTINGS))
+    second = new_call(await make_tenant(**TENANT_SETTINGS))
+    fake.script(ToolCall("transfer_to_booking"), "Sure, what day suits you?")
+    await turn(runtime, first, Conversation(), "Hi there, I was wondering something")
+    fake.script("Hello! How can I help?")
+    await turn(runtime, second, Conversation(), "Hi there, I was wondering something")
+    assert (first.current_agent, second.current_agent) == ("booking", "triage")
+    assert runtime._agents_for(first, []) is runtime._agents_for(second, [])
+    assert runtime._agents_for(first, []) is not runtime._agents_for(first, [object()])
