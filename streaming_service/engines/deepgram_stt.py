@@ -28,8 +28,9 @@ import numpy as np
 import websockets.exceptions
 from deepgram import AsyncDeepgramClient, DeepgramClientEnvironment
 from deepgram.core.api_error import ApiError
-from deepgram.listen.v1.socket_client import AsyncV1SocketClient
+from deepgram.listen.v1.socket_client import AsyncV1SocketClient, V1SocketClientResponse
 from deepgram.listen.v1.types import ListenV1Error, ListenV1Results, ListenV1SpeechStarted, ListenV1UtteranceEnd
+from deepgram.listen.v2.socket_client import V2SocketClientResponse
 from deepgram.listen.v2.types import ListenV2TurnInfo
 
 from shared.audio import mulaw
@@ -43,7 +44,7 @@ from streaming_service.engines.base import (
     TranscriptKind,
     VendorCapacityError,
 )
-from streaming_service.engines.deepgram_socket import UncompressedSocket, complete_handshake
+from streaming_service.engines.deepgram_socket import UncompressedSocket, complete_handshake, server_messages
 
 logger = logging.getLogger(__name__)
 
@@ -412,7 +413,7 @@ class DeepgramStream(SpeechToTextStream):
                 raise _Reconnect(f"no results for {timeout:.1f} s")
 
     async def _receive(self, conn: AsyncV1SocketClient) -> None:
-        async for message in conn:
+        async for message in server_messages(conn, V2SocketClientResponse if self._flux else V1SocketClientResponse):
             self._unanswered_since = None
             self._heard_back = True
             if isinstance(message, ListenV2TurnInfo):
