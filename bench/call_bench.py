@@ -2,7 +2,9 @@
 
 The service, the vendor fakes and the simulated callers each run in their own process, so the
 service's CPU and memory are its own. Each call: greeting, one turn,
-then a barge-in over the second reply, then hang up.
+then a barge-in over the second reply, then hang up (13 s). `--questions N --pause-s S`: a longer call, N
+questions with S seconds of the caller's silence after each reply (the barge-in still over the second), for the
+CPU per call-minute of calls nearer a real one's length, where the call's set-up weighs less.
 
 Reported per scenario (calls x vendor delays):
 - overhead p50/p95: caller speech end -> first reply frame, minus the configured vendor delays
@@ -40,6 +42,8 @@ from tests.fakes.speech_marker import marked_speech
 
 ROOT = Path(__file__).resolve().parent.parent
 MIN_SPEECH_MS = 200
+QUESTIONS = ("I would like to book a haircut", "Do you have anything on Friday", "What time do you open",
+             "Is there parking near the shop", "How much is a haircut", "Can I bring my son too")
 
 
 @dataclass(frozen=True)
@@ -126,7 +130,8 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def _one_call(ws_url: str, http: aiohttp.ClientSession, delays: Delays, start_after_s: float) -> CallResult:
+async def _one_call(ws_url: str, http: aiohttp.ClientSession, delays: Delays, start_after_s: float,
+                    questions: int = 2, pause_s: float = 0.0) -> CallResult:
     await asyncio.sleep(start_after_s)
     result = CallResult()
     began = time.monotonic()
@@ -136,19 +141,21 @@ async def _one_call(ws_url: str, http: aiohttp.ClientSession, delays: Delays, st
     try:
         await sim.connect()
         await sim.wait_for_agent(since=0, timeout_s=30)
-        for line in ("I would like to book a haircut", "Do you have anything on Friday"):
+        for index in range(questions):
+            line = QUESTIONS[index % len(QUESTIONS)]
             spoken_at = await sim.say(marked_speech(line))
             await _wait_first_audio(sim, spoken_at)
             first = sim.first_audio_after(spoken_at)
             assert first is not None
             result.voice_to_voice_ms.append((first - spoken_at) * 1000 - delays.total_ms)
-            if line.startswith("Do you"):
+            if index == 1:
                 await asyncio.sleep(0.8)  # let the reply play a little, then talk over it
                 interrupt_at = time.monotonic()
                 sim.say_nowait(marked_speech("Sorry what was that"))
                 await _wait(functools.partial(_cleared_since, sim, interrupt_at), 5)
                 result.barge_in_ms.append((sim.clears_after(interrupt_at)[0] - interrupt_at) * 1000)
             await sim.wait_for_agent(since=spoken_at, timeout_s=30)
+            await asyncio.sleep(pause_s)  # the caller thinks (the line stays open: silence frames flow)
     except Exception as exc:  # a failed call is a figure, not a crash of the bench
         result.error = f"{type(exc).__name__}: {exc}"
     finally:
@@ -230,10 +237,11 @@ def service_env(port: int, urls: dict[str, str], delays: Delays) -> dict[str, st
 
 
 async def run_scenario(calls: int, delays: Delays, workers: int = 1,
-                       confine: Callable[[int], None] | None = None, stagger_s: float | None = None
-                       ) -> dict[str, object]:
+                       confine: Callable[[int], None] | None = None, stagger_s: float | None = None,
+                       questions: int = 2, pause_s: float = 0.0) -> dict[str, object]:
     """`confine`: given the service's pid once it is ready, e.g. to cap its workers' CPU (bench/worker_scaling.py);
-    `stagger_s`: the calls start over this long (default 0.1 s a call, at most 5 s)."""
+    `stagger_s`: the calls start over this long (default 0.1 s a call, at most 5 s); `questions`, `pause_s`: the
+    call's length (see the module's doc)."""
     fakes, urls = _start_fakes(delays)
     port = free_port()
     env = {**service_env(port, urls, delays), "WORKERS": str(workers)}
@@ -263,8 +271,8 @@ async def run_scenario(calls: int, delays: Delays, workers: int = 1,
             sampler = asyncio.create_task(sample_rss())
             ws_url = f"ws://127.0.0.1:{port}/twilio-stream"
             stagger_s = min(5.0, 0.1 * calls) if stagger_s is None else stagger_s
-            results = await asyncio.gather(*(_one_call(ws_url, http, delays, stagger_s * i / max(1, calls))
-                                             for i in range(calls)))
+            results = await asyncio.gather(*(_one_call(ws_url, http, delays, stagger_s * i / max(1, calls),
+                                                       questions, pause_s) for i in range(calls)))
             sampler.cancel()
             cpu_s = _proc_cpu_s(server.pid) - cpu_before
             fakes_cpu_s = _proc_cpu_s(fakes.pid) - fakes_cpu_before
@@ -292,7 +300,9 @@ async def run_scenario(calls: int, delays: Delays, workers: int = 1,
     barge = [v for r in results for v in r.barge_in_ms]
     call_minutes = sum(r.duration_s for r in results) / 60
     return {
-        "calls": calls, "workers": workers, "delays": delays.name, "errors": sum(1 for r in results if r.error),
+        "calls": calls, "workers": workers, "delays": delays.name, "questions": questions,
+        "call_s": round(sum(r.duration_s for r in results) / max(1, calls), 1),
+        "errors": sum(1 for r in results if r.error),
         "overhead_p50_ms": round(_pct(server_v2v, 0.5), 1), "overhead_p95_ms": round(_pct(server_v2v, 0.95), 1),
         "pipeline_own_p50_ms": round(_pct(own, 0.5), 1), "pipeline_own_p95_ms": round(_pct(own, 0.95), 1),
         "caller_side_overhead_p50_ms": round(_pct(client_v2v, 0.5), 1),
@@ -347,6 +357,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     parser.add_argument("--calls", type=int, nargs="*", default=[1, 10, 50, 100])
     parser.add_argument("--delays", choices=["zero", "realistic", "both"], default="both")
     parser.add_argument("--workers", type=int, nargs="*", default=[1, 2])
+    parser.add_argument("--questions", type=int, default=2, help="questions a call asks (the barge-in on the 2nd)")
+    parser.add_argument("--pause-s", type=float, default=0.0, help="the caller's silence after each reply")
     args = parser.parse_args(argv)
     chosen = {"zero": [ZERO], "realistic": [REALISTIC], "both": [ZERO, REALISTIC]}[args.delays]
     print(json.dumps({"machine_cpu_us_per_loop_wakeup": loop_wakeup_cpu_us()}), flush=True)
@@ -355,7 +367,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
         for workers in args.workers:
             alone: dict[str, object] | None = None
             for calls in args.calls:
-                row = asyncio.run(run_scenario(calls, delays, workers))
+                row = asyncio.run(run_scenario(calls, delays, workers, questions=args.questions,
+                                               pause_s=args.pause_s))
                 if calls == 1:
                     alone = row
                 elif alone is not None:

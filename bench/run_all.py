@@ -15,6 +15,9 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = [
     ("pipeline: concurrent calls (1, 10, 50, 100; 1 and 2 workers) at zero and realistic vendor delays",
      ["bench.call_bench"]),
+    ("pipeline: one-minute calls (6 questions, 4 s of the caller's silence after each reply), 1 and 50 calls, 1 worker",
+     ["bench.call_bench", "--calls", "1", "50", "--delays", "realistic", "--workers", "1", "--questions", "6",
+      "--pause-s", "4"]),
     ("the media floor: CPU per call-minute of Twilio's frames alone (receive, parse, VAD, forward to STT), 50 calls",
      ["bench.media_floor_bench"]),
     ("worker scaling: the calls a task of 2 vCPUs (CPU quotas) holds within a 1 s voice-to-voice p95, 1 and 2 workers",
