@@ -104,12 +104,17 @@ class UncompressedSocket:
             self._opening.cancel()
 
 
-async def complete_handshake(sdk_socket: Any) -> None:
-    """Awaits the handshake of an SDK socket client (`AsyncV1SocketClient`/`AsyncV2SocketClient`) made through
-    `UncompressedSocket`, so a refused or slow handshake fails inside the caller's connect timeout. The SDK's socket
-    clients keep their transport as `_websocket` (generated code, the same in every client)."""
+def transport_of(sdk_socket: Any) -> UncompressedSocket | None:
+    """The transport of an SDK socket client (`AsyncV1SocketClient`/`AsyncV2SocketClient`) when it is this class
+    (the SDK's socket clients keep it as `_websocket`: generated code, the same in every client); else None."""
     transport = getattr(sdk_socket, "_websocket", None)
-    if isinstance(transport, UncompressedSocket):
+    return transport if isinstance(transport, UncompressedSocket) else None
+
+
+async def complete_handshake(sdk_socket: Any) -> None:
+    """Awaits the handshake of an SDK socket client made through `UncompressedSocket`, so a refused or slow
+    handshake fails inside the caller's connect timeout."""
+    if (transport := transport_of(sdk_socket)) is not None:
         await transport.open()
 
 
@@ -129,8 +134,8 @@ async def server_messages(sdk_socket: Any, union: Any) -> AsyncIterator[Any]:
     (its `V1SocketClientResponse`/`V2SocketClientResponse`). A message its model does not validate is built
     leniently as the SDK builds it; one the SDK cannot build either is skipped with a warning, as the SDK does.
     Another transport: the SDK's own iteration."""
-    transport = getattr(sdk_socket, "_websocket", None)
-    if not isinstance(transport, UncompressedSocket):
+    transport = transport_of(sdk_socket)
+    if transport is None:
         async for message in sdk_socket:
             yield message
         return

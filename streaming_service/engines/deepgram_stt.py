@@ -44,7 +44,12 @@ from streaming_service.engines.base import (
     TranscriptKind,
     VendorCapacityError,
 )
-from streaming_service.engines.deepgram_socket import UncompressedSocket, complete_handshake, server_messages
+from streaming_service.engines.deepgram_socket import (
+    UncompressedSocket,
+    complete_handshake,
+    server_messages,
+    transport_of,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -362,8 +367,7 @@ class DeepgramStream(SpeechToTextStream):
     # --- per-connection tasks ----------------------------------------------------------------
 
     async def _send(self, conn: AsyncV1SocketClient) -> None:
-        transport = getattr(conn, "_websocket", None)  # the SDK client's transport (deepgram_socket.py)
-        socket = transport if isinstance(transport, UncompressedSocket) else None
+        socket = transport_of(conn)  # None on another transport: the sender task sends everything
         while True:
             if self._sent_upto < self._buf_start + len(self._buf):
                 offset = self._sent_upto - self._buf_start

@@ -294,3 +294,29 @@ async def test_after_finalize_the_rest_of_the_tail_goes_in_batches(fake: FakeDee
     await fake.wait_until(lambda: sum(fake.bytes_received) == len(speech) + len(pause) + len(tail) + len(again))
     assert len(record.binary_sizes) - frames_sent <= 2  # already out, frame by frame
     await stream.close()
+
+
+async def test_the_sdks_socket_client_keeps_this_services_transport_where_it_is_looked_for(
+        fake: FakeDeepgram) -> None:
+    """The handshake await, the in-line audio and the typed reading of results all reach the socket through
+    `transport_of`: if an SDK release stopped keeping its transport as `_websocket`, each would quietly fall back
+    to the slower path. So: a connection the SDK opens has it, and it reads the fake's messages as the SDK's
+    own models."""
+    from deepgram.listen.v1.socket_client import V1SocketClientResponse
+    from deepgram.listen.v1.types import ListenV1Results
+
+    from streaming_service.engines.deepgram_socket import UncompressedSocket, server_messages, transport_of
+
+    engine = DeepgramSpeechToText(settings_for(fake), FAST)
+    async with engine._client.listen.v1.connect(model="nova-3", encoding="mulaw", sample_rate=8000,
+                                                interim_results=True, endpointing=300) as conn:
+        transport = transport_of(conn)
+        assert isinstance(transport, UncompressedSocket)
+        await transport.open()
+        for frame in mulaw.frames(turn(PHRASE)):
+            assert transport.send_now(frame)
+        async with asyncio.timeout(HANG_GUARD_S):
+            async for message in server_messages(conn, V1SocketClientResponse):
+                if isinstance(message, ListenV1Results) and message.speech_final:
+                    assert message.channel.alternatives[0].transcript == PHRASE
+                    break
