@@ -301,7 +301,7 @@ async def run_scenario(calls: int, delays: Delays, workers: int = 1,
     call_minutes = sum(r.duration_s for r in results) / 60
     return {
         "calls": calls, "workers": workers, "delays": delays.name, "questions": questions,
-        "call_s": round(sum(r.duration_s for r in results) / max(1, calls), 1),
+        "call_s": round(call_minutes * 60 / max(1, calls), 1),
         "errors": sum(1 for r in results if r.error),
         "overhead_p50_ms": round(_pct(server_v2v, 0.5), 1), "overhead_p95_ms": round(_pct(server_v2v, 0.95), 1),
         "pipeline_own_p50_ms": round(_pct(own, 0.5), 1), "pipeline_own_p95_ms": round(_pct(own, 0.95), 1),
