@@ -152,6 +152,9 @@ class _LeasedStream(SpeechToTextStream):
     async def send_audio(self, ulaw: bytes) -> None:
         await self.inner.send_audio(ulaw)
 
+    async def finalize(self) -> bool:
+        return await self.inner.finalize()
+
     async def events(self) -> AsyncIterator[TranscriptEvent]:
         try:
             async for event in self.inner.events():

@@ -101,6 +101,17 @@ async def test_deepgram_429_is_a_capacity_signal_not_an_outage(capacity_stack: C
     assert metric_values(documents, "VendorErrors", vendor="deepgram") == []
 
 
+async def test_a_leased_recogniser_still_asks_for_the_final_at_the_callers_pause(capacity_stack: CapacityStack) -> None:
+    """The lease wraps the call's Deepgram stream: the service's own end of turn (Finalize at the caller's
+    pause) reaches the stream inside it, as it does without a lease."""
+    stack = capacity_stack.stack
+    async with stack.call() as caller:
+        await caller.wait_for_agent(since=0)
+        spoken_at = await caller.say(marked_speech("What are your opening hours"))
+        await caller.wait_for_agent(since=spoken_at)
+    assert [r.finalizes for r in stack.deepgram.records] == [1]
+
+
 async def test_elevenlabs_system_busy_is_retried_and_the_vendor_voice_speaks(capacity_stack: CapacityStack) -> None:
     stack = capacity_stack.stack
     stack.elevenlabs.busy_next(2)
