@@ -218,6 +218,7 @@ class CallSession:
         if update.voiced:
             self._quiet_since = time.monotonic()
         if self._stt is not None:
+            self._stt.words_awaited(self._agent_audible())
             await self._stt.send_audio(ulaw)
         if update.speech_confirmed:
             self._utterance_over_agent = self._agent_audible()

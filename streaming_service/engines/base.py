@@ -56,6 +56,11 @@ class SpeechToTextStream(abc.ABC):
         `from_finalize`); the default cannot."""
         return False
 
+    def words_awaited(self, awaited: bool) -> None:  # noqa: B027 - deliberately optional: most recognisers do not batch
+        """Whether something waits on the caller's words as they are spoken (the agent is talking, and a
+        barge-in is judged by them). Told before each `send_audio`; a recogniser that sends speech in batches
+        sends each frame at once while it is True. Nothing to do by default."""
+
     @abc.abstractmethod
     def events(self) -> AsyncIterator[TranscriptEvent]:
         """Transcript events until the stream is closed."""

@@ -4,10 +4,13 @@ One stream per call. `send_audio` appends to a buffer; audio that is due goes to
 permessage-deflate: deepgram_socket.py) at once while the connection is open and idle, else a sender task
 writes it (the handshake, a backlog, a resend after a reconnect, Finalize and CloseStream keep their order).
 The SDK's socket client still opens, reads, finalizes and closes; only the audio bytes skip its `send_media`, a
-one-line await of the same socket. While the caller is quiet, audio goes out in sends of `quiet_batch_ms`;
-from the first loud frame until `speech_tail_ms` after the last one (the stretch in which Deepgram finds speech,
-interim words and the end of the turn), every frame goes out as it arrives, so batching delays no speech start,
-no word and no endpoint. A `finalize()` ends that stretch early: the service then times the pause itself.
+one-line await of the same socket. While the caller is quiet, audio goes out in sends of `quiet_batch_ms`.
+From the first loud frame until `speech_tail_ms` after the last one (the stretch in which Deepgram finds speech,
+interim words and the end of the turn), quiet frames go out as they arrive, so the end of speech and the
+endpoint are never late; loud frames too while something waits on the words as they come (`words_awaited`: the
+agent is talking, and a barge-in is judged by them), else in sends of `speech_batch_ms` (interim words up to
+that much later, when nothing waits on them). A `finalize()` ends that stretch early: the service then times
+the pause itself.
 The buffer keeps every byte since the last final result, so after a dropped socket the new
 connection is fed that audio again: speech that was not yet final is transcribed once, and speech
 already final is never resent. Deepgram's `start`/`duration` are relative to each connection, so
@@ -72,7 +75,11 @@ class DeepgramStreamOptions:
     max_buffer_s: float = 30.0  # audio kept for resending after a drop
     max_chunk_bytes: int = 4000  # 500 ms per binary frame when catching up
     # Batching of quiet audio (one WebSocket frame per send, each with its own syscall and mask):
-    quiet_batch_ms: int = 100  # caller silence goes out this much at a time (at most this late)
+    # Deepgram asks for 20 to 250 ms a send (github.com/orgs/deepgram/discussions/224).
+    quiet_batch_ms: int = 250  # caller silence goes out this much at a time (at most this late)
+    # The caller's speech while nothing waits on its words as they come (the agent is silent): this much a
+    # send. The first quiet frame after it sends what is held, so the end of speech is never late.
+    speech_batch_ms: int = 100
     quiet_rms: float = 100.0  # a 20 ms frame quieter than this is silence (the VAD's floor is 200)
     # After the last loud frame, every frame is sent at once for this long; None: the endpointing settings'
     # longest wait (stt_endpointing_ms or utterance_end_ms; Flux's end-of-turn timeout) plus 250 ms.
@@ -140,6 +147,8 @@ class DeepgramStream(SpeechToTextStream):
         self._finalize_wanted = False  # send Finalize once the audio before it is out
         # Batching: quiet audio waits for a full batch (or the timer); audio up to _urgent_until goes at once.
         self._batch_bytes = max(1, options.quiet_batch_ms * BYTES_PER_MS)
+        self._speech_batch_bytes = max(1, options.speech_batch_ms * BYTES_PER_MS)
+        self._words_awaited = False  # see words_awaited(): each loud frame then goes at once
         tail_ms = options.speech_tail_ms
         if tail_ms is None:
             endpointing = settings.endpointing
@@ -170,13 +179,31 @@ class DeepgramStream(SpeechToTextStream):
             self._buf_start += overflow
             self._sent_upto = max(self._sent_upto, self._buf_start)
         end = self._buf_start + len(self._buf)
+        held = end - self._sent_upto
         if self._loud(ulaw):
             self._urgent_until = end + self._tail_bytes
-        if end <= self._urgent_until or end - self._sent_upto >= self._batch_bytes:
+            if self._words_awaited or held >= self._speech_batch_bytes:
+                self._send_due()
+            else:
+                self._flush_within(self._options.speech_batch_ms)
+        elif end <= self._urgent_until or held >= self._batch_bytes:  # the speech's tail, or a full batch
             self._send_due()
-        elif self._flush_timer is None:  # quiet audio is never held longer than one batch
-            self._flush_timer = asyncio.get_running_loop().call_later(
-                self._options.quiet_batch_ms / 1000, self._send_due)
+        else:
+            self._flush_within(self._options.quiet_batch_ms)
+
+    def words_awaited(self, awaited: bool) -> None:
+        self._words_awaited = awaited
+
+    def _flush_within(self, batch_ms: int) -> None:
+        """Audio held for a batch is never held longer than one, even if no more comes (speech after quiet
+        brings a quiet batch's timer forward)."""
+        loop = asyncio.get_running_loop()
+        due = loop.time() + batch_ms / 1000
+        if self._flush_timer is not None:
+            if self._flush_timer.when() <= due:
+                return
+            self._flush_timer.cancel()
+        self._flush_timer = loop.call_at(due, self._send_due)
 
     def _send_due(self) -> None:
         """What is due goes out now: in line when the socket is idle, else by the sender task."""

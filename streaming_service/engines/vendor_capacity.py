@@ -155,6 +155,9 @@ class _LeasedStream(SpeechToTextStream):
     async def finalize(self) -> bool:
         return await self.inner.finalize()
 
+    def words_awaited(self, awaited: bool) -> None:
+        self.inner.words_awaited(awaited)
+
     async def events(self) -> AsyncIterator[TranscriptEvent]:
         try:
             async for event in self.inner.events():

@@ -106,3 +106,28 @@ async def test_talking_over_the_goodbye_does_not_cut_it_short(stack_factory):
     assert last["role"] == "agent" and "Goodbye" in last["text"]
     assert not last["interrupted"] and last["heard"] == last["text"]
     assert session.call.outcome.action == "hangup"
+
+
+async def test_the_callers_words_go_to_the_recogniser_frame_by_frame_only_while_the_agent_talks(stack):
+    """While the agent talks, a barge-in is judged by the caller's words as they come: every frame of their
+    speech goes to Deepgram at once. While the agent is silent nothing waits on the words one by one (the end of
+    the turn waits for the pause): the speech goes in batches, a send per 100 ms."""
+    stack.elevenlabs.chunk_delay_s = 0.1  # the voice in real time: the agent is heard for a while
+    stack.openai.script(LONG_REPLY, NEXT_REPLY)
+    async with stack.call() as caller:
+        await caller.wait_for_agent(since=0)  # the greeting is over: the caller has the floor
+        record = stack.deepgram.records[-1]
+        question = marked_speech("What services do you offer")
+        before = len(record.binary_sizes)
+        asked_at = await caller.say(question)
+        await wait_until(lambda: caller.first_audio_after(asked_at) is not None, timeout_s=10)
+        frames = len(question) // 160
+        assert len(record.binary_sizes) - before <= frames // 2  # batched (frame by frame: one send a frame)
+        await wait_until(lambda: any(e.kind == "mark-echo" and e.at > asked_at for e in caller.events))
+        interrupt_at = time.monotonic()
+        caller.say_nowait(marked_speech("Actually just book me a haircut"))
+        await wait_until(lambda: bool(caller.clears_after(interrupt_at)), timeout_s=3)
+        [clear_at] = caller.clears_after(interrupt_at)[:1]
+        over_agent = [at for at in record.binary_at if interrupt_at <= at <= clear_at]
+        frames_over_agent = (clear_at - interrupt_at) / 0.02
+        assert len(over_agent) >= 0.6 * frames_over_agent, (len(over_agent), frames_over_agent)

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import socket
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ class ConnectionRecord:
     turn_index: int = 0
     extensions: str = ""  # the client's Sec-WebSocket-Extensions offer ("" when it offers none)
     binary_sizes: list[int] = field(default_factory=list)  # bytes in each audio message, in order
+    binary_at: list[float] = field(default_factory=list)  # when each arrived (monotonic)
 
 
 class _Recogniser:
@@ -298,6 +300,7 @@ class FakeDeepgram:
             if msg.type == WSMsgType.BINARY:
                 record.bytes_received += len(msg.data)
                 record.binary_sizes.append(len(msg.data))
+                record.binary_at.append(time.monotonic())
                 audio.update(msg.data)
                 await self._send(ws, record, rec.feed(msg.data))
             elif msg.type == WSMsgType.TEXT:

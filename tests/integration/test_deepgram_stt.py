@@ -254,7 +254,8 @@ async def test_socket_offers_no_compression(fake: FakeDeepgram) -> None:
     await stream.close()
 
 
-async def test_quiet_audio_goes_in_batches_speech_and_its_tail_frame_by_frame(fake: FakeDeepgram) -> None:
+async def test_quiet_audio_goes_in_batches_speech_and_its_tail_frame_by_frame_while_words_are_awaited(
+        fake: FakeDeepgram) -> None:
     stream, listener = await open_stream(fake)
     await fake.wait_until(lambda: fake.connections == 1)
     quiet = mulaw.silence(1000)
@@ -263,6 +264,7 @@ async def test_quiet_audio_goes_in_batches_speech_and_its_tail_frame_by_frame(fa
     record = fake.records[0]
     assert len(record.binary_sizes) <= len(quiet) // (FAST.quiet_batch_ms * mulaw.BYTES_PER_MS) + 2
     sent_quiet = len(record.binary_sizes)
+    stream.words_awaited(True)  # the agent is talking: a barge-in is judged by these words
     speech, tail = marked_speech(PHRASE), mulaw.silence(1000)  # the tail: shorter than utterance_end_ms + 250
     await feed(stream, speech + tail)
     await fake.wait_until(lambda: fake.bytes_received == [len(quiet) + len(speech) + len(tail)])
@@ -270,6 +272,37 @@ async def test_quiet_audio_goes_in_batches_speech_and_its_tail_frame_by_frame(fa
     assert len(record.binary_sizes) - sent_quiet >= 0.9 * frames  # as they came, not batched
     await listener.wait_until(lambda: TranscriptKind.UTTERANCE_END in listener.kinds())
     assert listener.finals == [PHRASE]
+    await stream.close()
+
+
+async def test_speech_no_one_awaits_word_by_word_goes_in_batches_and_its_end_at_the_first_quiet_frame(
+        fake: FakeDeepgram) -> None:
+    """The agent silent: the caller's speech goes in `speech_batch_ms` sends, its tail frame by frame. A batch
+    longer than the test may wait shows that the end of the speech went with the first quiet frame, not by the
+    batch's timer."""
+    options = DeepgramStreamOptions(backoff_initial_s=0.02, close_timeout_s=2.0, speech_batch_ms=100)
+    stream, listener = await open_stream(fake, options)
+    await fake.wait_until(lambda: fake.connections == 1)
+    speech, tail = marked_speech(PHRASE), mulaw.silence(1000)
+    await feed(stream, speech + tail)
+    await fake.wait_until(lambda: fake.bytes_received == [len(speech) + len(tail)])
+    sizes = fake.records[0].binary_sizes
+    speech_frames, tail_frames = len(speech) // mulaw.FRAME_BYTES, len(tail) // mulaw.FRAME_BYTES
+    assert len(sizes) <= speech_frames // 5 + tail_frames + 4  # a send per 100 ms of speech, then per frame
+    assert len(sizes) >= tail_frames
+    await listener.wait_until(lambda: TranscriptKind.UTTERANCE_END in listener.kinds())
+    assert listener.finals == [PHRASE]
+    await stream.close()
+
+    never = DeepgramStreamOptions(backoff_initial_s=0.02, close_timeout_s=2.0,
+                                  speech_batch_ms=int(HANG_GUARD_S * 2000))
+    stream, listener = await open_stream(fake, never)
+    await fake.wait_until(lambda: fake.connections == 2)
+    await feed(stream, speech)  # its gaps between words send what is held before them, not its last word
+    await asyncio.sleep(0.05)
+    assert fake.bytes_received[1] < len(speech)
+    await feed(stream, mulaw.silence(20))
+    await fake.wait_until(lambda: fake.bytes_received[1] == len(speech) + mulaw.FRAME_BYTES)
     await stream.close()
 
 
