@@ -160,6 +160,7 @@ class DeepgramStream(SpeechToTextStream):
         self._below_quiet = mulaw.codes_below(int(options.quiet_rms))
         self._urgent_until = -1  # call byte offset: audio ending at or before it is sent as it arrives
         self._flush_timer: asyncio.TimerHandle | None = None
+        self._flush_timer_ms = 0  # the shortest batch the flush timer is due within
         # The current connection's socket while its sender waits with everything sent: audio due then is
         # written at once from send_audio (the sender task would add a wakeup and the async send per frame).
         self._idle_socket: UncompressedSocket | None = None
@@ -197,12 +198,16 @@ class DeepgramStream(SpeechToTextStream):
     def _flush_within(self, batch_ms: int) -> None:
         """Audio held for a batch is never held longer than one, even if no more comes (speech after quiet
         brings a quiet batch's timer forward)."""
+        timer = self._flush_timer
+        if timer is not None and self._flush_timer_ms <= batch_ms:  # most frames: no clock, no new timer
+            return
         loop = asyncio.get_running_loop()
         due = loop.time() + batch_ms / 1000
-        if self._flush_timer is not None:
-            if self._flush_timer.when() <= due:
+        self._flush_timer_ms = batch_ms
+        if timer is not None:
+            if timer.when() <= due:
                 return
-            self._flush_timer.cancel()
+            timer.cancel()
         self._flush_timer = loop.call_at(due, self._send_due)
 
     def _send_due(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 
+import numpy as np
 import pytest
 from pydantic import SecretStr
 
@@ -303,6 +304,24 @@ async def test_speech_no_one_awaits_word_by_word_goes_in_batches_and_its_end_at_
     assert fake.bytes_received[1] < len(speech)
     await feed(stream, mulaw.silence(20))
     await fake.wait_until(lambda: fake.bytes_received[1] == len(speech) + mulaw.FRAME_BYTES)
+    await stream.close()
+
+
+async def test_speech_after_quiet_brings_the_quiet_batchs_flush_forward(fake: FakeDeepgram) -> None:
+    """Quiet held for a long batch, then a word's first frame and nothing more (the caller's line stalls): the
+    held audio goes within a speech batch, not when the quiet batch would have."""
+    options = DeepgramStreamOptions(backoff_initial_s=0.02, close_timeout_s=2.0,
+                                    quiet_batch_ms=int(HANG_GUARD_S * 2000), speech_batch_ms=100)
+    stream, _ = await open_stream(fake, options)
+    quiet, loud = mulaw.silence(40), mulaw.encode(np.full(mulaw.FRAME_BYTES, 8000, dtype=np.int16))
+    stream.words_awaited(True)  # one frame out at once: the connection is up and its sender idle
+    await feed(stream, loud)
+    await fake.wait_until(lambda: fake.bytes_received == [len(loud)])
+    assert await stream.finalize()  # the speech's tail ends here: the quiet after it is held for its batch
+    await fake.wait_until(lambda: fake.records[0].finalizes == 1)
+    stream.words_awaited(False)
+    await feed(stream, quiet + loud)
+    await fake.wait_until(lambda: fake.bytes_received == [len(loud) + len(quiet) + len(loud)])
     await stream.close()
 
 
