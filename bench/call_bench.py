@@ -14,6 +14,8 @@ Reported per scenario (calls x vendor delays):
 - CPU seconds per call-minute of the service's processes (all workers): total, and marginal (the CPU an
   extra call-minute adds over the 1-call run of the same worker count, which carries the fixed cost);
 - RSS per call; the pipeline's own time (voice-to-voice minus the vendors' time on the path) p50/p95;
+- messages per call to Deepgram and to the caller (each a send, whose cost here is mostly the wakeup of the
+  other end): a count that does not move with the machine's speed as the CPU figures do;
 - with `--workers 1 2`: each scenario with one worker process and with two on one port (the task's vCPUs).
 """
 
@@ -68,6 +70,7 @@ class CallResult:
     barge_in_ms: list[float] = field(default_factory=list)
     duration_s: float = 0.0
     error: str = ""
+    messages_received: int = 0  # from the service: media, marks and clears
 
 
 def _process_tree(pid: int) -> list[int]:
@@ -161,6 +164,7 @@ async def _one_call(ws_url: str, http: aiohttp.ClientSession, delays: Delays, st
     finally:
         await sim.hang_up()
         result.duration_s = time.monotonic() - began
+        result.messages_received = sum(1 for e in sim.events if e.kind in ("media", "mark", "clear"))
     return result
 
 
@@ -275,6 +279,7 @@ async def run_scenario(calls: int, delays: Delays, workers: int = 1,
                                                        questions, pause_s) for i in range(calls)))
             sampler.cancel()
             cpu_s = _proc_cpu_s(server.pid) - cpu_before
+            stt_stats = await _deepgram_stats(http, urls["deepgram"])
             fakes_cpu_s = _proc_cpu_s(fakes.pid) - fakes_cpu_before
             bench_cpu_s = time.process_time() - bench_cpu_before
             wall_s = time.monotonic() - wall_before
@@ -318,7 +323,17 @@ async def run_scenario(calls: int, delays: Delays, workers: int = 1,
         "loop_stalls_count_longest_ms": loop_stalls(log_path),
         "service_stuck_after_sigterm": stuck,
         "calls_per_worker": calls_per_worker(log_path) if workers > 1 else [calls],
+        # Each message costs a send (and a wakeup at the other end): the service's messages per call, a count
+        # that does not move with the machine's speed as the CPU figures do.
+        "messages_per_call_to_stt_and_caller": [round(stt_stats["audio_messages"] / max(1, calls), 1),
+                                                round(sum(r.messages_received for r in results) / max(1, calls), 1)],
     }
+
+
+async def _deepgram_stats(http: aiohttp.ClientSession, ws_url: str) -> dict[str, int]:
+    """The Deepgram fake's counts so far (its `/stats`), from its process."""
+    async with http.get(ws_url.replace("ws://", "http://", 1).rstrip("/") + "/stats") as response:
+        return dict(await response.json())
 
 
 async def _wait_ready(http: aiohttp.ClientSession, port: int) -> None:

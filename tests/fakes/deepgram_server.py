@@ -206,6 +206,7 @@ class FakeDeepgram:
         app = web.Application()
         app.router.add_get("/v1/listen", self._listen)
         app.router.add_get("/v2/listen", self._listen)  # Flux: turn-taking in the model
+        app.router.add_get("/stats", self._stats)  # for benchmarks in another process
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -253,6 +254,13 @@ class FakeDeepgram:
         self._refuse_until = asyncio.get_running_loop().time() + seconds
 
     # --- the endpoint ----------------------------------------------------------------------
+
+    async def _stats(self, _: web.Request) -> web.Response:
+        """What every connection so far sent: how many audio messages (one per send, a cost per send to the
+        service) and bytes."""
+        return web.json_response({"connections": len(self.records),
+                                  "audio_messages": sum(len(r.binary_sizes) for r in self.records),
+                                  "audio_bytes": sum(self.bytes_received)})
 
     async def _listen(self, request: web.Request) -> web.StreamResponse:
         self._changed.set()

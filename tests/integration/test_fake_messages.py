@@ -135,6 +135,17 @@ def _sse_data(text: str) -> list[dict[str, Any]]:
 CHAT = {"model": "fake-model", "messages": [{"role": "user", "content": "Book me in"}]}
 
 
+async def test_deepgram_fake_counts_the_audio_messages_for_a_bench_in_another_process() -> None:
+    async with FakeDeepgram() as fake, aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"{fake.ws_url}/v1/listen?encoding=mulaw&sample_rate=8000",
+                                   headers={"Authorization": f"Token {fake.api_key}"}) as ws:
+            for size in (160, 800, 2000):
+                await ws.send_bytes(bytes([0xFF]) * size)
+            await fake.wait_until(lambda: fake.bytes_received == [2960])
+        async with http.get(f"{fake.ws_url.replace('ws://', 'http://')}/stats") as response:
+            assert await response.json() == {"connections": 1, "audio_messages": 3, "audio_bytes": 2960}
+
+
 @pytest.mark.parametrize("stream", [True, False])
 async def test_openai_fake_chat_completions_are_sdk_types(openai_fake: FakeOpenAI, stream: bool) -> None:
     openai_fake.script("Sure, what time?", ToolCall("check_availability", {"date": "2026-12-01"}),
