@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import webrtcvad
 
 from shared.audio import mulaw
@@ -20,7 +19,6 @@ _MAX_GAP_FRAMES = 2  # voiced runs survive this many unvoiced frames
 # the caller talking, so a click followed by silence cannot add up to a barge-in.
 _MIN_RMS = 200.0
 _MIN_ENERGY = int(_MIN_RMS**2 * mulaw.FRAME_BYTES)  # sum of squares over one frame
-_SQUARES = mulaw.decode(bytes(range(256))).astype(np.int64) ** 2  # one lookup per byte, no float maths
 _BELOW_FLOOR = mulaw.codes_below(int(_MIN_RMS))
 
 
@@ -76,7 +74,7 @@ class CallerSpeechDetector:
     def _voiced(self, frame: bytes) -> bool:
         if not frame.translate(None, _BELOW_FLOOR):  # no sample reaches the floor, so neither does the RMS
             return False
-        loud = int(_SQUARES[np.frombuffer(frame, dtype=np.uint8)].sum()) >= _MIN_ENERGY
+        loud = mulaw.energy(frame) >= _MIN_ENERGY
         return loud and self._vad.is_speech(mulaw.decode(frame).tobytes(), mulaw.SAMPLE_RATE)
 
     def _step(self, voiced: bool, now: float) -> tuple[bool, bool]:

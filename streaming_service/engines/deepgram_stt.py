@@ -87,7 +87,6 @@ class DeepgramStreamOptions:
 
 
 _FLUX_END_OF_TURN_TIMEOUT_MS = 5000  # Flux's default eot_timeout_ms: the longest it waits to end a turn
-_SQUARES = mulaw.decode(bytes(range(256))).astype(np.int64) ** 2  # per mu-law byte, no float maths
 
 
 class _Reconnect(Exception):
@@ -240,9 +239,9 @@ class DeepgramStream(SpeechToTextStream):
         """Whether any 20 ms frame of `ulaw` is louder than `quiet_rms`."""
         if not ulaw.translate(None, self._below_quiet):  # no sample that loud, so no frame either: no numpy
             return False
-        squares = _SQUARES[np.frombuffer(ulaw, dtype=np.uint8)]
         if len(ulaw) <= mulaw.FRAME_BYTES:
-            return int(squares.sum()) >= self._loud_energy
+            return mulaw.energy(ulaw) >= self._loud_energy
+        squares = mulaw.SQUARES[np.frombuffer(ulaw, dtype=np.uint8)]
         sums = np.add.reduceat(squares, np.arange(0, len(ulaw), mulaw.FRAME_BYTES))
         return bool((sums >= self._loud_energy).any())
 

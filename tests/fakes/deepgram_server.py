@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
 from aiohttp import WSMsgType, web
 
 from shared.audio import mulaw
@@ -28,7 +27,6 @@ from tests.fakes.speech_marker import MarkerDecoder
 ENERGY_THRESHOLD_RMS = 500.0
 INTERIM_EVERY_MS = 200
 SILENCE_FINAL_MS = 3000  # like Deepgram, finalise (empty) results during long silence
-_SQUARES = mulaw.decode(bytes(range(256))).astype(np.int64) ** 2  # a frame's energy by lookup, no float maths
 _SPEECH_ENERGY = int(ENERGY_THRESHOLD_RMS**2 * mulaw.FRAME_BYTES)
 
 
@@ -84,7 +82,7 @@ class _Recogniser:
         return out
 
     def _frame(self, frame: bytes) -> list[dict[str, Any]]:
-        speech = int(_SQUARES[np.frombuffer(frame, dtype=np.uint8)].sum()) > _SPEECH_ENERGY
+        speech = mulaw.energy(frame) > _SPEECH_ENERGY
         start, self.now_ms = self.now_ms, self.now_ms + mulaw.FRAME_MS
         out: list[dict[str, Any]] = []
         if speech:
