@@ -17,9 +17,8 @@ _FRAME_MS = mulaw.FRAME_MS
 _MAX_GAP_FRAMES = 2  # voiced runs survive this many unvoiced frames
 # webrtcvad keeps saying "speech" for ~80 ms after a burst (its hangover); frames that quiet are not
 # the caller talking, so a click followed by silence cannot add up to a barge-in.
-_MIN_RMS = 200.0
-_MIN_ENERGY = int(_MIN_RMS**2 * mulaw.FRAME_BYTES)  # sum of squares over one frame
-_BELOW_FLOOR = mulaw.codes_below(int(_MIN_RMS))
+_MIN_RMS = 200
+_BELOW_FLOOR = mulaw.codes_below(_MIN_RMS)
 
 
 @dataclass(frozen=True)
@@ -74,8 +73,8 @@ class CallerSpeechDetector:
     def _voiced(self, frame: bytes) -> bool:
         if not frame.translate(None, _BELOW_FLOOR):  # no sample reaches the floor, so neither does the RMS
             return False
-        loud = mulaw.energy(frame) >= _MIN_ENERGY
-        return loud and self._vad.is_speech(mulaw.decode(frame).tobytes(), mulaw.SAMPLE_RATE)
+        pcm = mulaw.to_pcm16(frame)  # decoded once, for the loudness and for webrtcvad
+        return mulaw.pcm16_rms(pcm) >= _MIN_RMS and self._vad.is_speech(pcm, mulaw.SAMPLE_RATE)
 
     def _step(self, voiced: bool, now: float) -> tuple[bool, bool]:
         if voiced:

@@ -27,7 +27,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import websockets.exceptions
 from deepgram import AsyncDeepgramClient, DeepgramClientEnvironment
 from deepgram.core.api_error import ApiError
@@ -155,7 +154,6 @@ class DeepgramStream(SpeechToTextStream):
                 max(endpointing.stt_endpointing_ms, endpointing.utterance_end_ms)
             tail_ms = longest + 250
         self._tail_bytes = tail_ms * BYTES_PER_MS
-        self._loud_energy = int(options.quiet_rms**2 * mulaw.FRAME_BYTES)  # sum of squares over 20 ms
         self._below_quiet = mulaw.codes_below(int(options.quiet_rms))
         self._urgent_until = -1  # call byte offset: audio ending at or before it is sent as it arrives
         self._flush_timer: asyncio.TimerHandle | None = None
@@ -237,13 +235,13 @@ class DeepgramStream(SpeechToTextStream):
 
     def _loud(self, ulaw: bytes) -> bool:
         """Whether any 20 ms frame of `ulaw` is louder than `quiet_rms`."""
-        if not ulaw.translate(None, self._below_quiet):  # no sample that loud, so no frame either: no numpy
+        if not ulaw.translate(None, self._below_quiet):  # no sample that loud, so no frame either
             return False
-        if len(ulaw) <= mulaw.FRAME_BYTES:
-            return mulaw.energy(ulaw) >= self._loud_energy
-        squares = mulaw.SQUARES[np.frombuffer(ulaw, dtype=np.uint8)]
-        sums = np.add.reduceat(squares, np.arange(0, len(ulaw), mulaw.FRAME_BYTES))
-        return bool((sums >= self._loud_energy).any())
+        quiet_rms = self._options.quiet_rms
+        if len(ulaw) <= mulaw.FRAME_BYTES:  # Twilio's frame: nearly every call
+            return mulaw.rms(ulaw) >= quiet_rms
+        return any(mulaw.rms(ulaw[start : start + mulaw.FRAME_BYTES]) >= quiet_rms
+                   for start in range(0, len(ulaw), mulaw.FRAME_BYTES))
 
     async def finalize(self) -> bool:
         """Finalize after the audio already given (the sender keeps the order); Flux has no such message."""

@@ -27,7 +27,6 @@ from tests.fakes.speech_marker import MarkerDecoder
 ENERGY_THRESHOLD_RMS = 500.0
 INTERIM_EVERY_MS = 200
 SILENCE_FINAL_MS = 3000  # like Deepgram, finalise (empty) results during long silence
-_SPEECH_ENERGY = int(ENERGY_THRESHOLD_RMS**2 * mulaw.FRAME_BYTES)
 
 
 @dataclass
@@ -82,7 +81,7 @@ class _Recogniser:
         return out
 
     def _frame(self, frame: bytes) -> list[dict[str, Any]]:
-        speech = mulaw.energy(frame) > _SPEECH_ENERGY
+        speech = mulaw.rms(frame) > ENERGY_THRESHOLD_RMS
         start, self.now_ms = self.now_ms, self.now_ms + mulaw.FRAME_MS
         out: list[dict[str, Any]] = []
         if speech:

@@ -1,4 +1,4 @@
-"""The one codec, against known vectors (CPython's audioop, which Python 3.13 removed)."""
+"""The one codec, against known vectors (CPython's audioop, which Python 3.13 moved to the audioop-lts package)."""
 
 import hashlib
 
@@ -56,3 +56,13 @@ def test_codes_below_are_exactly_the_quieter_codes():
         assert (code in quiet) == (abs(int(mulaw.decode(bytes([code]))[0])) < 200)
     assert not mulaw.silence(20).translate(None, quiet)  # silence: every byte is a quiet code
     assert bytes([0x80]).translate(None, quiet) == bytes([0x80])  # the loudest code is kept
+
+
+def test_rms_is_the_rounded_down_root_mean_square_of_the_decoded_samples():
+    rng = np.random.default_rng(7)
+    for amplitude in (0, 30, 200, 3000, 32000):
+        frame = mulaw.encode(rng.normal(0, amplitude + 1, mulaw.FRAME_BYTES).clip(-32768, 32767).astype(np.int16))
+        samples = mulaw.decode(frame).astype(np.float64)
+        assert mulaw.rms(frame) == int(np.sqrt(np.mean(samples**2)))
+        assert mulaw.pcm16_rms(mulaw.to_pcm16(frame)) == mulaw.rms(frame)
+    assert mulaw.rms(mulaw.silence(20)) == 0
