@@ -4,7 +4,8 @@ Tasks, each with one owner and one job:
 - the socket reader (the WebSocket handler) feeds `on_media`, `on_mark`, `on_dtmf`, `on_stop`;
 - `_listen` turns transcript events into caller turns;
 - the reply task (at most one) runs the agent and speaks its sentences as they complete;
-- `_watch_silence` reprompts a quiet caller and ends the call after repeated silence.
+- `_check_silence` (ten times a second, on the loop's shared `CallTicker`) reprompts a quiet caller and ends the
+  call after repeated silence.
 `_cancel_reply` is the one place a reply is stopped; `close` is the one place everything is. What the caller
 hears (sentences to Twilio, marks, `clear`, holding and resending a reply) is `AgentVoice` (agent_voice.py).
 
@@ -33,6 +34,7 @@ from streaming_service.agent_voice import AgentVoice, Transport
 from streaming_service.agents.turn_context import fallback_number
 from streaming_service.backchannel import is_backchannel
 from streaming_service.call_recorder import CallRecorder
+from streaming_service.call_ticker import running_loop_ticker
 from streaming_service.engines.base import (
     AgentEventKind,
     AgentRuntime,
@@ -129,6 +131,7 @@ class CallSession:
         self._finalizing = False  # the recogniser was asked for its final: the draft waits for those words
         self.preemptive_hits = 0  # turns answered by their draft
         self.preemptive_misses = 0  # turns that had a draft, all discarded
+        self._stop_silence_checks: Callable[[], None] = lambda: None  # start() puts the silence checks on
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -139,7 +142,7 @@ class CallSession:
         # it exists is handed over once it does), and the agent warms up (e.g. its MCP session).
         self._recording = asyncio.ensure_future(self._start_recording())
         self._spawn(self._open_listener())
-        self._spawn(self._watch_silence())
+        self._stop_silence_checks = running_loop_ticker().add(self._check_silence)
         greeting = str(self.call.tenant_settings.get("greeting") or self.settings.default_greeting)
         self._start_reply(partial(self._greet, greeting), TurnMetrics(turn=0))
         self.state = "speaking"
@@ -179,6 +182,7 @@ class CallSession:
             return
         self._closed = True
         self.state = "ended"
+        self._stop_silence_checks()
         await self._discard_current_draft()
         await self._cancel_reply()
         if self._recording is not None:
@@ -652,26 +656,29 @@ class CallSession:
 
     # --- silence, keypad, ending --------------------------------------------------------------------
 
-    async def _watch_silence(self) -> None:
+    def _check_silence(self) -> None:
         options = self.settings.silence
-        while not self._closed:
-            await asyncio.sleep(0.1)
-            busy = (self._reply is not None and not self._reply.done()) or self.playback.pending \
-                or self.voice.held or self.vad.speaking or bool(self._pending_text) \
-                or self.state == "ending"
-            if busy:
-                self._quiet_since = time.monotonic()
-                continue
-            if time.monotonic() - self._quiet_since < options.reprompt_after_s:
-                continue
-            self._quiet_since = time.monotonic()
-            if self._reprompts >= options.max_reprompts:
-                log.info("ending call after repeated silence")
-                self._start_fixed_reply(options.goodbye_text)
-                self.call.end_call("caller silent")
-                return
-            self._reprompts += 1
-            self._start_fixed_reply(options.reprompt_text)
+        if self._closed:
+            self._stop_silence_checks()
+            return
+        busy = (self._reply is not None and not self._reply.done()) or self.playback.pending \
+            or self.voice.held or self.vad.speaking or bool(self._pending_text) \
+            or self.state == "ending"
+        now = time.monotonic()
+        if busy:
+            self._quiet_since = now
+            return
+        if now - self._quiet_since < options.reprompt_after_s:
+            return
+        self._quiet_since = now
+        if self._reprompts >= options.max_reprompts:
+            self._stop_silence_checks()
+            log.info("ending call after repeated silence")
+            self._start_fixed_reply(options.goodbye_text)
+            self.call.end_call("caller silent")
+            return
+        self._reprompts += 1
+        self._start_fixed_reply(options.reprompt_text)
 
     async def _digits_after_pause(self) -> None:
         await asyncio.sleep(_DTMF_PAUSE_S)

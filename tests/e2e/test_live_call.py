@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
+from shared.audio import mulaw
+from shared.structured_logging import current_call_sid
 from tests.e2e.conftest import user_messages, wait_until
 from tests.fakes.openai_server import ToolCall
 from tests.fakes.speech_marker import marked_speech
@@ -109,14 +112,42 @@ async def test_keypad_digits_reach_the_agent(stack):
     assert any("pressed 1 2" in m for m in user_messages(stack.openai))
 
 
+class _CallOfEachLine(logging.Handler):
+    """Which call each log line was written for, as the JSON log would say."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[tuple[str, str | None]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append((record.getMessage(), current_call_sid()))
+
+
 async def test_silence_reprompts_then_says_goodbye_and_hangs_up(stack_factory):
     stack = await stack_factory(silence={"reprompt_after_s": 1.0, "max_reprompts": 1})
+    # Another call on the line that keeps talking: the silence checks share one tick, each in its own call's
+    # context (its log lines and the replies it starts).
+    busy = stack.call()
+    await busy.connect()
     caller = stack.call()
-    await caller.connect()
-    session = None
-    await wait_until(lambda: stack.session(caller) is not None)
-    session = stack.session(caller)
-    await asyncio.wait_for(caller.closed.wait(), timeout=25)
+    lines = _CallOfEachLine()
+    call_log = logging.getLogger("voice_agent.call")
+    level = call_log.level
+    call_log.setLevel(logging.INFO)
+    call_log.addHandler(lines)
+    try:
+        await caller.connect()
+        session = None
+        await wait_until(lambda: stack.session(caller) is not None)
+        session = stack.session(caller)
+        while not caller.closed.is_set():
+            await busy.say(marked_speech("still here") + mulaw.silence(300))
+        await asyncio.wait_for(caller.closed.wait(), timeout=25)
+    finally:
+        call_log.removeHandler(lines)
+        call_log.setLevel(level)
+    assert ("ending call after repeated silence", session.call.call_sid) in lines.lines
+    assert stack.session(busy) is not None and not stack.session(busy).call.ending  # the talker's call goes on
     said = [t["text"] for t in session.transcript if t["role"] == "agent"]
     assert said[1] == stack.settings.silence.reprompt_text
     assert said[2] == stack.settings.silence.goodbye_text
@@ -126,6 +157,7 @@ async def test_silence_reprompts_then_says_goodbye_and_hangs_up(stack_factory):
     last_mark = [e for e in caller.events if e.kind == "mark"][-1]
     assert any(e.kind == "mark-echo" and e.detail == last_mark.detail for e in caller.events)
     await caller.hang_up()
+    await busy.hang_up()
 
 
 async def test_agent_end_call_tool_ends_after_goodbye(stack):
