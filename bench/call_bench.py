@@ -17,6 +17,9 @@ Reported per scenario (calls x vendor delays):
 - messages per call to Deepgram and to the caller (each a send, whose cost here is mostly the wakeup of the
   other end): a count that does not move with the machine's speed as the CPU figures do;
 - with `--workers 1 2`: each scenario with one worker process and with two on one port (the task's vCPUs).
+
+`--service-root DIR` runs the service from another checkout (e.g. `git worktree add /tmp/orig 9b10375`, the
+issue's starting point) with this bench, these fakes and this virtualenv, so two versions compare on one machine.
 """
 
 from __future__ import annotations
@@ -242,18 +245,18 @@ def service_env(port: int, urls: dict[str, str], delays: Delays) -> dict[str, st
 
 async def run_scenario(calls: int, delays: Delays, workers: int = 1,
                        confine: Callable[[int], None] | None = None, stagger_s: float | None = None,
-                       questions: int = 2, pause_s: float = 0.0) -> dict[str, object]:
+                       questions: int = 2, pause_s: float = 0.0, service_root: Path = ROOT) -> dict[str, object]:
     """`confine`: given the service's pid once it is ready, e.g. to cap its workers' CPU (bench/worker_scaling.py);
     `stagger_s`: the calls start over this long (default 0.1 s a call, at most 5 s); `questions`, `pause_s`: the
-    call's length (see the module's doc)."""
+    call's length; `service_root`: the checkout the service runs from (see the module's doc)."""
     fakes, urls = _start_fakes(delays)
     port = free_port()
     env = {**service_env(port, urls, delays), "WORKERS": str(workers)}
     log_path = ROOT / ".bench" / f"service-{calls}-{delays.name}-{workers}w.log"
     log_path.parent.mkdir(exist_ok=True)
     with log_path.open("w") as log_file:
-        server = await asyncio.create_subprocess_exec(sys.executable, "-m", "streaming_service", cwd=ROOT, env=env,
-                                                      stdout=subprocess.DEVNULL, stderr=log_file)
+        server = await asyncio.create_subprocess_exec(sys.executable, "-m", "streaming_service", cwd=service_root,
+                                                      env=env, stdout=subprocess.DEVNULL, stderr=log_file)
     try:
         async with aiohttp.ClientSession() as http:
             await _wait_ready(http, port)
@@ -374,6 +377,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     parser.add_argument("--workers", type=int, nargs="*", default=[1, 2])
     parser.add_argument("--questions", type=int, default=2, help="questions a call asks (the barge-in on the 2nd)")
     parser.add_argument("--pause-s", type=float, default=0.0, help="the caller's silence after each reply")
+    parser.add_argument("--service-root", type=Path, default=ROOT, help="run the service from this checkout")
     args = parser.parse_args(argv)
     chosen = {"zero": [ZERO], "realistic": [REALISTIC], "both": [ZERO, REALISTIC]}[args.delays]
     print(json.dumps({"machine_cpu_us_per_loop_wakeup": loop_wakeup_cpu_us()}), flush=True)
@@ -383,7 +387,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
             alone: dict[str, object] | None = None
             for calls in args.calls:
                 row = asyncio.run(run_scenario(calls, delays, workers, questions=args.questions,
-                                               pause_s=args.pause_s))
+                                               pause_s=args.pause_s, service_root=args.service_root))
                 if calls == 1:
                     alone = row
                 elif alone is not None:
