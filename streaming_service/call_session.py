@@ -658,9 +658,6 @@ class CallSession:
 
     def _check_silence(self) -> None:
         options = self.settings.silence
-        if self._closed:
-            self._stop_silence_checks()
-            return
         busy = (self._reply is not None and not self._reply.done()) or self.playback.pending \
             or self.voice.held or self.vad.speaking or bool(self._pending_text) \
             or self.state == "ending"
